@@ -1,0 +1,66 @@
+"""Model scoring runs: a model is just another subject of the study."""
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+from studyapp.models import ClassLabel, Condition, Item, Study
+
+
+class ModelRun(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="model_runs")
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200, help_text="The subject name in reports.")
+    model_name = models.CharField(max_length=200, blank=True)
+    pretrained = models.CharField(max_length=200, blank=True)
+    checkpoint = models.CharField(max_length=1000, blank=True)
+    is_house_model = models.BooleanField(default=False)
+    fingerprint = models.CharField(max_length=200, blank=True)
+    fingerprint_info = models.JSONField(default=dict, blank=True)
+    templates = models.JSONField(default=list, blank=True)
+    fewshot_method = models.CharField(max_length=40, default="zero-shot-prior")
+    condition_shots = models.JSONField(default=list, help_text="Shot counts of the conditions scored.")
+    device = models.CharField(max_length=40, blank=True)
+    dtype = models.CharField(max_length=40, blank=True)
+    versions = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    items_total = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["study", "name"], name="model_run_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelPrediction(models.Model):
+    run = models.ForeignKey(ModelRun, on_delete=models.CASCADE, related_name="predictions")
+    condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="+")
+    item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="+")
+    predicted = models.ForeignKey(ClassLabel, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    probs = models.JSONField(default=list, blank=True, help_text="Probability of every class, by class index.")
+    p_target = models.FloatField(null=True, blank=True)
+    p_predicted = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text="Why this item could not be scored.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "condition", "item"], name="prediction_unique"),
+            models.CheckConstraint(
+                condition=Q(predicted__isnull=False) | ~Q(error=""), name="prediction_has_answer_or_error"
+            ),
+        ]

@@ -1,0 +1,321 @@
+"""The study data model.
+
+Invariants live in the database wherever a constraint can express them: one response per
+assignment, at most k live assignments per (condition, item) through numbered slots, one shot
+example per (condition, class, rank), a participant never twice on the same item in a condition.
+Once a study is open its items, classes and shots are frozen: the service refuses changes and the
+frozen models refuse save/delete, so humans and model provably see the same things.
+"""
+
+import secrets
+import uuid
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Lower
+
+IDK = "idk"
+
+
+def _new_seed() -> int:
+    return secrets.randbelow(2**31)
+
+
+def _new_completion_code() -> str:
+    # 20 hex characters = 80 random bits: unguessable, yet easy to read out and type.
+    return secrets.token_hex(10).upper()
+
+
+class FrozenStudyError(ValidationError):
+    pass
+
+
+class Dataset(models.Model):
+    class Format(models.TextChoices):
+        FOLDER = "folder", "Folder per class"
+        CSV = "csv", "CSV manifest"
+        OXFORD_PETS = "oxford-pets", "Oxford-IIIT Pet layout"
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200, unique=True)
+    source_format = models.CharField(max_length=20, choices=Format.choices)
+    source_path = models.CharField(max_length=1000, blank=True, help_text="Admin only.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ClassLabel(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="classes")
+    index = models.PositiveIntegerField()
+    name = models.CharField(max_length=200, help_text="Shown to participants and in reports.")
+    prompt_name = models.CharField(max_length=200, help_text="Put into the model's prompt templates.")
+
+    class Meta:
+        ordering = ["dataset", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "index"], name="class_index_unique"),
+            models.UniqueConstraint("dataset", Lower("name"), name="class_name_unique_ci"),
+            # Reports use the literal answer "idk" for "I don't know".
+            models.CheckConstraint(condition=~Q(name__iexact=IDK), name="class_name_not_idk"),
+            models.CheckConstraint(condition=~Q(name=""), name="class_name_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Item(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="items")
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    content_hash = models.CharField(max_length=64, help_text="sha256 of the normalised image.")
+    image = models.CharField(max_length=200, help_text="Path under MEDIA_ROOT, named by content hash.")
+    split = models.CharField(max_length=40)
+    label = models.ForeignKey(ClassLabel, on_delete=models.PROTECT, related_name="items")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    original_filename = models.CharField(max_length=500, help_text="Admin only: it can name the class.")
+
+    class Meta:
+        ordering = ["dataset", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "content_hash"], name="item_content_unique"),
+        ]
+        indexes = [models.Index(fields=["dataset", "split", "label"])]
+
+    def __str__(self) -> str:
+        return f"{self.content_hash[:12]} ({self.split})"
+
+
+class Study(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        OPEN = "open"
+        CLOSED = "closed"
+
+    class Design(models.TextChoices):
+        BETWEEN = "between", "Between subjects (one condition per participant)"
+        WITHIN = "within", "Within subjects (zero → one → two-shot phases)"
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="studies")
+    title = models.CharField(max_length=200)
+    instructions = models.TextField(blank=True)
+    consent_text = models.TextField(blank=True)
+    design = models.CharField(max_length=10, choices=Design.choices, default=Design.WITHIN)
+    k_per_item = models.PositiveSmallIntegerField(default=5, help_text="Answers wanted per item and condition.")
+    items_per_participant = models.PositiveIntegerField(default=20, help_text="Trials per condition.")
+    allow_idk = models.BooleanField(default=True)
+    seed = models.BigIntegerField(default=_new_seed)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    test_split = models.CharField(max_length=40, default="test")
+    shot_split = models.CharField(max_length=40, default="train")
+    test_items_per_class = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: all.")
+    reservation_minutes = models.PositiveIntegerField(default=30)
+    attention_check_rate = models.FloatField(default=0.0, help_text="Share of trials that are known-answer checks.")
+    attention_threshold = models.FloatField(default=0.5, help_text="Minimum accuracy on checks.")
+    completion_url = models.URLField(blank=True, help_text="e.g. Prolific's completion URL.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "studies"
+        constraints = [
+            models.CheckConstraint(condition=Q(k_per_item__gte=1), name="study_k_positive"),
+            models.CheckConstraint(condition=Q(items_per_participant__gte=1), name="study_items_positive"),
+            models.CheckConstraint(
+                condition=Q(attention_check_rate__gte=0) & Q(attention_check_rate__lt=1), name="study_check_rate"
+            ),
+            models.CheckConstraint(
+                condition=Q(attention_threshold__gte=0) & Q(attention_threshold__lte=1), name="study_threshold"
+            ),
+            models.CheckConstraint(condition=~Q(test_split=models.F("shot_split")), name="study_splits_disjoint"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def is_frozen(self) -> bool:
+        return self.status != self.Status.DRAFT
+
+
+class _FrozenWithStudy(models.Model):
+    """Rows that define what participants and models see: immutable once the study is open."""
+
+    class Meta:
+        abstract = True
+
+    def _study(self) -> Study:
+        raise NotImplementedError
+
+    def _check_not_frozen(self) -> None:
+        study = Study.objects.only("status").get(pk=self._study().pk)
+        if study.is_frozen:
+            raise FrozenStudyError(f"Study {study.pk} is {study.status}: its items, classes and shots are frozen.")
+
+    def save(self, *args, **kwargs):
+        self._check_not_frozen()
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        self._check_not_frozen()
+        return super().delete(*args, **kwargs)
+
+
+class StudyItem(_FrozenWithStudy):
+    """A test item of the study: what humans label and models score."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="study_items")
+    item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["study", "item"], name="study_item_unique")]
+
+    def _study(self) -> Study:
+        return self.study
+
+
+class Condition(_FrozenWithStudy):
+    class Shots(models.IntegerChoices):
+        ZERO = 0, "zero-shot"
+        ONE = 1, "one-shot"
+        TWO = 2, "two-shot"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="conditions")
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    shots = models.PositiveSmallIntegerField(choices=Shots.choices)
+
+    class Meta:
+        ordering = ["study", "shots"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "shots"], name="condition_unique"),
+            models.CheckConstraint(condition=Q(shots__lte=2), name="condition_shots_range"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def name(self) -> str:
+        return self.Shots(self.shots).label
+
+    def _study(self) -> Study:
+        return self.study
+
+
+class ShotExample(_FrozenWithStudy):
+    """An example image shown with its class name in a one- or two-shot condition."""
+
+    condition = models.ForeignKey(Condition, on_delete=models.CASCADE, related_name="shot_examples")
+    label = models.ForeignKey(ClassLabel, on_delete=models.PROTECT, related_name="+")
+    item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="+")
+    rank = models.PositiveSmallIntegerField()
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+
+    class Meta:
+        ordering = ["condition", "label__index", "rank"]
+        constraints = [
+            models.UniqueConstraint(fields=["condition", "label", "rank"], name="shot_rank_unique"),
+            models.UniqueConstraint(fields=["condition", "item"], name="shot_item_unique"),
+            models.CheckConstraint(condition=Q(rank__lte=1), name="shot_rank_range"),
+        ]
+
+    def _study(self) -> Study:
+        return self.condition.study
+
+
+class Participant(models.Model):
+    class Consent(models.TextChoices):
+        PENDING = "pending"
+        GIVEN = "given"
+        DECLINED = "declined"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="participants")
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    external_id = models.CharField(max_length=200, null=True, blank=True)
+    external_study_id = models.CharField(max_length=200, blank=True)
+    external_session_id = models.CharField(max_length=200, blank=True)
+    consent = models.CharField(max_length=10, choices=Consent.choices, default=Consent.PENDING)
+    condition = models.ForeignKey(
+        Condition, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="Between-subjects design: the participant's one condition.",
+    )
+    seed = models.BigIntegerField(default=_new_seed)
+    simulated = models.BooleanField(default=False)
+    attention_failed = models.BooleanField(default=False)
+    completion_code = models.CharField(max_length=32, default=_new_completion_code, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "external_id"], condition=Q(external_id__isnull=False), name="participant_external_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.code)
+
+
+class Assignment(models.Model):
+    """One trial: an item reserved for a participant in a condition.
+
+    `slot` numbers the k answers an item may receive in a condition; the partial unique constraint
+    on live slots is what makes "never above k" hold under any concurrency. Attention checks take
+    no slot.
+    """
+
+    class Status(models.TextChoices):
+        RESERVED = "reserved"
+        ANSWERED = "answered"
+        EXPIRED = "expired"
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="assignments")
+    condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="assignments")
+    item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="+")
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    position = models.PositiveIntegerField()
+    slot = models.PositiveSmallIntegerField(null=True, blank=True)
+    is_attention_check = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RESERVED)
+    reserved_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    shown_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["participant", "condition__shots", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["participant", "condition", "item"], name="assignment_no_repeat"),
+            models.UniqueConstraint(fields=["participant", "condition", "position"], name="assignment_position_unique"),
+            models.UniqueConstraint(
+                fields=["condition", "item", "slot"],
+                condition=~Q(status="expired") & Q(slot__isnull=False),
+                name="assignment_live_slot_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(is_attention_check=True, slot__isnull=True) | Q(is_attention_check=False, slot__isnull=False),
+                name="assignment_slot_iff_test_item",
+            ),
+        ]
+        indexes = [models.Index(fields=["condition", "item", "status"])]
+
+
+class Response(models.Model):
+    assignment = models.OneToOneField(Assignment, on_delete=models.PROTECT, related_name="response")
+    choice = models.ForeignKey(ClassLabel, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    is_idk = models.BooleanField(default=False)
+    rt_client_ms = models.PositiveIntegerField(null=True, blank=True)
+    rt_server_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(is_idk=True, choice__isnull=True) | Q(is_idk=False, choice__isnull=False),
+                name="response_choice_xor_idk",
+            ),
+        ]
