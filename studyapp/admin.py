@@ -1,0 +1,240 @@
+from pathlib import Path
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from studyapp.models import ClassLabel, Condition, Dataset, Item, Participant, ShotExample, Study
+from studyapp.selectors.studies import study_progress
+from studyapp.services.datasets import DatasetImportError, dataset_import
+from studyapp.services.images import image_path
+from studyapp.services.studies import StudySetupError, study_close, study_open
+
+
+def _thumb(item: Item, size: int = 64) -> str:
+    url = reverse("admin:studyapp_item_image", args=[item.code])
+    return format_html('<img src="{}" alt="" style="height:{}px;border-radius:4px">', url, size)
+
+
+class ImportForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    path = forms.CharField(max_length=1000, help_text="A folder or CSV file on the server.")
+    format = forms.ChoiceField(choices=Dataset.Format.choices)
+    images_root = forms.CharField(max_length=1000, required=False, help_text="CSV only: folder filenames are relative to.")
+    skip_bad = forms.BooleanField(required=False, help_text="Import what is valid and list what was skipped.")
+
+
+class ClassLabelInline(admin.TabularInline):
+    model = ClassLabel
+    fields = ["index", "name", "prompt_name"]
+    extra = 0
+    ordering = ["index"]
+
+
+@admin.register(Dataset)
+class DatasetAdmin(admin.ModelAdmin):
+    list_display = ["name", "source_format", "n_classes", "n_items", "created_at"]
+    readonly_fields = ["code", "source_format", "source_path", "created_at"]
+    inlines = [ClassLabelInline]
+    change_list_template = "admin/studyapp/dataset/change_list.html"
+
+    @admin.display(description="classes")
+    def n_classes(self, obj):
+        return obj.classes.count()
+
+    @admin.display(description="images")
+    def n_items(self, obj):
+        return obj.items.count()
+
+    def get_urls(self):
+        return [path("import/", self.admin_site.admin_view(self.import_view), name="studyapp_dataset_import"),
+                *super().get_urls()]
+
+    def import_view(self, request):
+        form = ImportForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                report = dataset_import(
+                    name=data["name"], path=Path(data["path"]), fmt=data["format"], skip_bad=data["skip_bad"],
+                    images_root=Path(data["images_root"]) if data["images_root"] else None,
+                )
+            except DatasetImportError as exc:
+                messages.error(request, str(exc))
+            else:
+                messages.success(request, f"Imported {report.imported} images into {report.dataset.name!r}.")
+                for line in report.notes + report.skipped[:50]:
+                    messages.warning(request, line)
+                return redirect("admin:studyapp_dataset_change", report.dataset.pk)
+        return render(request, "admin/studyapp/dataset/import.html",
+                      {**self.admin_site.each_context(request), "form": form, "title": "Import a dataset"})
+
+
+@admin.register(Item)
+class ItemAdmin(admin.ModelAdmin):
+    list_display = ["thumbnail", "original_filename", "label", "split", "dataset"]
+    list_filter = ["dataset", "split"]
+    search_fields = ["original_filename", "content_hash"]
+    readonly_fields = ["thumbnail", "code", "content_hash", "image", "width", "height", "original_filename"]
+
+    @admin.display(description="image")
+    def thumbnail(self, obj):
+        return _thumb(obj)
+
+    def get_urls(self):
+        return [path("<uuid:code>/image.jpg", self.admin_site.admin_view(self.image_view), name="studyapp_item_image"),
+                *super().get_urls()]
+
+    def image_view(self, request, code):
+        item = get_object_or_404(Item, code=code)
+        try:
+            return FileResponse(image_path(relative_path=item.image).open("rb"), content_type="image/jpeg")
+        except FileNotFoundError:
+            raise Http404("image file missing from the media store") from None
+
+
+class ConditionInline(admin.TabularInline):
+    model = Condition
+    fields = ["shots", "shot_thumbnails"]
+    readonly_fields = ["shots", "shot_thumbnails"]
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="shot examples")
+    def shot_thumbnails(self, obj):
+        shots = ShotExample.objects.filter(condition=obj).select_related("item", "label").order_by("label__index", "rank")
+        if not shots:
+            return "no examples (zero-shot)"
+        return format_html_join(
+            "", '<figure style="display:inline-block;margin:2px;text-align:center;font-size:10px">{}<br>{}</figure>',
+            ((_thumb(s.item, 56), s.label.name) for s in shots),
+        )
+
+
+class StudyAdminForm(forms.ModelForm):
+    completion_url = forms.URLField(required=False, assume_scheme="https", help_text=Study.completion_url.field.help_text)
+
+    class Meta:
+        model = Study
+        fields = "__all__"
+
+    def clean(self):
+        data = super().clean()
+        if self.instance.pk is None and not self.errors:
+            # A dry run of the set-up: the same checks and messages as the real one, then rolled back.
+            from studyapp.services.studies import study_create
+
+            with transaction.atomic():
+                try:
+                    study_create(**_create_kwargs(data))
+                except StudySetupError as exc:
+                    raise forms.ValidationError(str(exc)) from None
+                finally:
+                    transaction.set_rollback(True)
+        return data
+
+
+def _create_kwargs(data: dict) -> dict:
+    return {f: v for f, v in data.items() if f != "status"}
+
+
+@admin.register(Study)
+class StudyAdmin(admin.ModelAdmin):
+    form = StudyAdminForm
+    list_display = ["title", "status", "dataset", "design", "k_per_item", "n_items", "progress_summary", "join_link"]
+    list_filter = ["status", "design"]
+    readonly_fields = ["code", "seed_note", "join_link", "live_counts", "created_at", "opened_at"]
+    fieldsets = [
+        (None, {"fields": ["title", "dataset", "status", "code", "join_link"]}),
+        ("Design", {"fields": ["design", "k_per_item", "items_per_participant", "allow_idk", "test_split",
+                               "shot_split", "test_items_per_class", "seed", "seed_note"]}),
+        ("Participants", {"fields": ["instructions", "consent_text", "completion_url", "reservation_minutes",
+                                     "attention_check_rate", "attention_threshold"]}),
+        ("Progress", {"fields": ["live_counts", "created_at", "opened_at"]}),
+    ]
+    inlines = [ConditionInline]
+    actions = ["open_studies", "close_studies"]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj)) + ["status"]
+        if obj and obj.is_frozen:
+            fields += ["dataset", "design", "k_per_item", "test_split", "shot_split", "test_items_per_class", "seed",
+                       "allow_idk"]
+        return fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        from studyapp.services.studies import study_create
+
+        created = study_create(**_create_kwargs(form.cleaned_data))
+        obj.pk, obj.code = created.pk, created.code
+        obj._state.adding = False
+
+    @admin.display(description="seed")
+    def seed_note(self, obj):
+        return "Draws the test items, the shots and each participant's order."
+
+    @admin.display(description="items")
+    def n_items(self, obj):
+        return obj.study_items.count()
+
+    @admin.display(description="join link")
+    def join_link(self, obj):
+        if not obj.pk:
+            return "-"
+        url = reverse("studyapp:join", args=[obj.code])
+        return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, url)
+
+    @admin.display(description="answers / items at k")
+    def progress_summary(self, obj):
+        rows = study_progress(study=obj)
+        return "; ".join(f"{r['condition']}: {r['responses']} / {r['items_complete']}" for r in rows)
+
+    @admin.display(description="live counts")
+    def live_counts(self, obj):
+        if not obj.pk:
+            return "-"
+        rows = study_progress(study=obj)
+        return format_html(
+            "<table><tr><th>condition</th><th>items</th><th>answers</th><th>items with {} answers</th>"
+            "<th>live reservations</th></tr>{}</table>",
+            obj.k_per_item,
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                             ((r["condition"], r["items"], r["responses"], r["items_complete"],
+                               r["live_reservations"]) for r in rows)),
+        )
+
+    @admin.action(description="Open (freezes items, classes and shots)")
+    def open_studies(self, request, queryset):
+        for study in queryset:
+            try:
+                study_open(study=study)
+                messages.success(request, f"{study.title}: open")
+            except StudySetupError as exc:
+                messages.error(request, f"{study.title}: {exc}")
+
+    @admin.action(description="Close (no new participants)")
+    def close_studies(self, request, queryset):
+        for study in queryset:
+            study_close(study=study)
+        messages.success(request, f"Closed {queryset.count()} study(ies).")
+
+
+@admin.register(Participant)
+class ParticipantAdmin(admin.ModelAdmin):
+    list_display = ["code", "study", "external_id", "consent", "condition", "simulated", "attention_failed",
+                    "created_at", "completed_at"]
+    list_filter = ["study", "consent", "simulated", "attention_failed"]
+    search_fields = ["external_id", "code"]
+    readonly_fields = [f.name for f in Participant._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
