@@ -3,7 +3,7 @@ from pathlib import Path
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -123,7 +123,7 @@ class StudyAdminForm(forms.ModelForm):
 
     class Meta:
         model = Study
-        fields = "__all__"
+        exclude = ["status", "opened_at"]
 
     def clean(self):
         data = super().clean()
@@ -148,11 +148,12 @@ def _create_kwargs(data: dict) -> dict:
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
     form = StudyAdminForm
-    list_display = ["title", "status", "dataset", "design", "k_per_item", "n_items", "progress_summary", "join_link"]
+    list_display = ["title", "status", "dataset", "design", "k_per_item", "n_items", "progress_summary", "join_link",
+                    "report_links"]
     list_filter = ["status", "design"]
-    readonly_fields = ["code", "seed_note", "join_link", "live_counts", "created_at", "opened_at"]
+    readonly_fields = ["code", "seed_note", "join_link", "report_links", "live_counts", "created_at", "opened_at"]
     fieldsets = [
-        (None, {"fields": ["title", "dataset", "status", "code", "join_link"]}),
+        (None, {"fields": ["title", "dataset", "status", "code", "join_link", "report_links"]}),
         ("Design", {"fields": ["design", "k_per_item", "items_per_participant", "allow_idk", "test_split",
                                "shot_split", "test_items_per_class", "seed", "seed_note"]}),
         ("Participants", {"fields": ["instructions", "consent_text", "completion_url", "reservation_minutes",
@@ -161,6 +162,35 @@ class StudyAdmin(admin.ModelAdmin):
     ]
     inlines = [ConditionInline]
     actions = ["open_studies", "close_studies"]
+
+    def get_urls(self):
+        return [path("<int:pk>/report/", self.admin_site.admin_view(self.report_view), name="studyapp_study_report"),
+                *super().get_urls()]
+
+    def report_view(self, request, pk):
+        # Imported here: the report stack (pandas, plotly) is only needed on this page.
+        from evaluator.report import ReportInputError, ReportOptions
+        from evaluator.study_reports import study_report_compute
+
+        study = get_object_or_404(Study, pk=pk)
+        options = ReportOptions(
+            include_simulated=request.GET.get("include_simulated") == "1",
+            include_attention_failed=request.GET.get("include_attention_failed") == "1",
+            average="micro" if request.GET.get("average") == "micro" else "macro",
+            bootstrap=200, static=False,
+        )
+        try:
+            result = study_report_compute(study=study, options=options)
+        except ReportInputError as exc:
+            messages.error(request, f"No report yet: {exc}")
+            return redirect("admin:studyapp_study_change", pk)
+        response = HttpResponse(result.html)
+        # The self-contained report carries plotly.js inline; this staff-only page alone allows inline script.
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
+        )
+        return response
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj)) + ["status"]
@@ -192,6 +222,14 @@ class StudyAdmin(admin.ModelAdmin):
             return "-"
         url = reverse("studyapp:join", args=[obj.code])
         return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, url)
+
+    @admin.display(description="report")
+    def report_links(self, obj):
+        if not obj.pk:
+            return "-"
+        url = reverse("admin:studyapp_study_report", args=[obj.pk])
+        return format_html('<a href="{}">Report</a> · <a href="{}?include_simulated=1">Report including simulated '
+                           "participants</a>", url, url)
 
     @admin.display(description="answers / items at k")
     def progress_summary(self, obj):

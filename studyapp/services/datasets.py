@@ -8,7 +8,6 @@ collected, not raised one at a time, so a researcher sees the whole list at once
 import csv
 import io
 import logging
-import socket
 import tarfile
 import urllib.error
 import urllib.request
@@ -136,7 +135,9 @@ def plan_csv(*, csv_path: Path, images_root: Path | None = None) -> ImportPlan:
     try:
         text = csv_path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DatasetImportError(f"{csv_path.name}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+        raise DatasetImportError(
+            f"{csv_path.name}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from None
     reader = csv.DictReader(io.StringIO(text))
     columns = [c.strip() for c in reader.fieldnames or []]
     missing = {"filename", "label_name"} - set(columns)
@@ -222,7 +223,7 @@ def pets_download(*, dest: Path, timeout: float = 10.0) -> Path:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 with tarfile.open(fileobj=response, mode="r|gz") as archive:
                     archive.extractall(dest, filter="data")
-        except (urllib.error.URLError, socket.timeout, OSError) as exc:
+        except (TimeoutError, urllib.error.URLError, OSError) as exc:
             raise DatasetImportError(
                 f"could not download the Oxford-IIIT Pet dataset from {url} ({exc}). "
                 "Offline? Copy the official images/ and annotations/ folders to a directory and pass its path "

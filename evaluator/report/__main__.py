@@ -1,0 +1,75 @@
+"""CLI: ``python -m evaluator.report TRIALS.csv --out DIR [options]``.
+
+Exit status: 0 on success, 2 for bad input (nothing written), 1 when the static export
+cannot run (no browser; nothing written either).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import ReportExportError, ReportInputError, ReportOptions, build_report, read_trials_csv
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluator.report",
+        description="Table 2 of the CLIP paper's human study, plus per-class, agreement and calibration reports.")
+    parser.add_argument("trials", type=Path,
+                        help="long trial CSV (subject, subject_kind, condition, item, target, response, rt_ms"
+                             "[, simulated, attention_failed, p_target, p_response])")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    parser.add_argument("--average", choices=("macro", "micro"), default="macro",
+                        help="macro: mean per-class accuracy (default, the paper's); micro: plain accuracy")
+    parser.add_argument("--include-simulated", action="store_true", help="keep simulated participants")
+    parser.add_argument("--include-attention-failed", action="store_true",
+                        help="keep participants who failed the attention checks")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: no CIs)")
+    parser.add_argument("--resample", choices=("items", "participants"), default="items",
+                        help="bootstrap unit (default: items, stratified by class)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--meta", type=Path, help="JSON object with header info (title, dataset, models, ...)")
+    parser.add_argument("--no-static", action="store_true", help="skip the PNG/PDF figure export")
+    return parser.parse_args(argv)
+
+
+def read_meta(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportInputError(f"cannot read META {path}: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise ReportInputError(f"META {path} must hold a JSON object, not {type(meta).__name__}")
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    options = ReportOptions(average=args.average, include_simulated=args.include_simulated,
+                            include_attention_failed=args.include_attention_failed, bootstrap=args.bootstrap,
+                            resample=args.resample, seed=args.seed, static=not args.no_static)
+    try:
+        meta = read_meta(args.meta)
+        trials = read_trials_csv(args.trials)
+        result = build_report(trials, out_dir=args.out, meta=meta, options=options)
+    except ReportInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ReportExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    counts = result.counts
+    print(f"{counts['n_participants']} participants, {counts['n_human_answers']} human answers, "
+          f"{counts['n_models']} model(s), {counts['n_model_answers']} model answers")
+    print(result.tables["table2"].to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    print(f"wrote {len(result.files)} files to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
