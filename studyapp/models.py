@@ -244,6 +244,10 @@ class Participant(models.Model):
         help_text="Between-subjects design: the participant's one condition.",
     )
     seed = models.BigIntegerField(default=_new_seed)
+    # Phases (conditions in shot order) whose trials have been allocated. Bumped by a
+    # compare-and-set, so a phase's batch is allocated once even when two tabs ask at once,
+    # and never decreases, so a participant cannot be sent back to an earlier phase.
+    phases_entered = models.PositiveSmallIntegerField(default=0)
     simulated = models.BooleanField(default=False)
     attention_failed = models.BooleanField(default=False)
     completion_code = models.CharField(max_length=32, default=_new_completion_code, unique=True, editable=False)
@@ -255,6 +259,7 @@ class Participant(models.Model):
             models.UniqueConstraint(
                 fields=["study", "external_id"], condition=Q(external_id__isnull=False), name="participant_external_unique"
             ),
+            models.CheckConstraint(condition=Q(phases_entered__lte=3), name="participant_phases_range"),
         ]
 
     def __str__(self) -> str:

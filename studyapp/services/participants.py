@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 
-from django.core.cache import cache
+from django.core.cache import caches
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
@@ -52,9 +52,10 @@ class InvalidChoice(ValueError):
 def join_rate_allow(*, study: Study, client: str, per_minute: int) -> bool:
     """Count one new enrolment from `client`; False once it has made `per_minute` in the current minute.
 
-    Keeps a script from filling a study with junk participants. The counter lives in Django's cache,
-    so with the default local-memory cache the limit is per server process.
+    Keeps a script from filling a study with junk participants. The counter lives in the database
+    cache ("ratelimit"), so the limit holds across web workers and needs no Redis.
     """
+    cache = caches["ratelimit"]
     key = f"studyapp:join-rate:{study.code}:{client}"
     # add() starts a 60-second window; incr() keeps that window's expiry.
     if cache.add(key, 1, timeout=60):

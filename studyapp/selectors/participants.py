@@ -1,0 +1,124 @@
+"""Reads for the participant pages. Nothing here may hand a test item's label to a template."""
+
+import uuid
+from dataclasses import dataclass
+
+from django.db.models.functions import Lower
+
+from studyapp.models import Assignment, ClassLabel, Condition, Participant, ShotExample, Study
+
+
+def participant_get(*, study: Study, code: str | uuid.UUID | None) -> Participant | None:
+    if not code:
+        return None
+    try:
+        return Participant.objects.select_related("study").get(study=study, code=uuid.UUID(str(code)))
+    except (ValueError, Participant.DoesNotExist):
+        return None
+
+
+def participant_get_by_external_id(*, study: Study, external_id: str) -> Participant | None:
+    return Participant.objects.select_related("study").filter(study=study, external_id=external_id).first()
+
+
+def participant_conditions(*, participant: Participant) -> list[Condition]:
+    """The participant's phases in order: one condition between subjects, all in shot order within."""
+    if participant.consent != Participant.Consent.GIVEN:
+        return []
+    if participant.study.design == Study.Design.BETWEEN:
+        return [participant.condition] if participant.condition_id else []
+    return list(Condition.objects.filter(study_id=participant.study_id).select_related("study").order_by("shots"))
+
+
+def assignment_get_for_participant(*, participant: Participant, code: uuid.UUID) -> Assignment:
+    """Raises Assignment.DoesNotExist for another participant's trial: it must look like no trial at all."""
+    return Assignment.objects.select_related("condition__study", "item").get(participant=participant, code=code)
+
+
+def shot_example_get_for_participant(*, participant: Participant, code: uuid.UUID) -> ShotExample:
+    """Raises ShotExample.DoesNotExist unless the example belongs to one of the participant's conditions."""
+    return ShotExample.objects.select_related("item").get(
+        code=code, condition__in=[c.pk for c in participant_conditions(participant=participant)]
+    )
+
+
+@dataclass(frozen=True)
+class Choice:
+    value: str
+    name: str
+
+
+@dataclass(frozen=True)
+class GalleryClass:
+    name: str
+    example_codes: list[uuid.UUID]
+
+
+@dataclass(frozen=True)
+class Progress:
+    phase_number: int
+    phase_count: int
+    trial_number: int
+    trial_count: int
+    answered: int
+    planned: int
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.answered / self.planned) if self.planned else 0
+
+
+@dataclass(frozen=True)
+class TrialPage:
+    shots: int
+    choices: list[Choice]
+    allow_idk: bool
+    gallery: list[GalleryClass]
+    progress: Progress
+
+
+def trial_page(*, assignment: Assignment) -> TrialPage:
+    condition = assignment.condition
+    study = condition.study
+    choices = [
+        Choice(value=str(index), name=name)
+        for index, name in ClassLabel.objects.filter(dataset_id=study.dataset_id)
+        .order_by(Lower("name"), "index")
+        .values_list("index", "name")
+    ]
+    gallery: dict[str, GalleryClass] = {}
+    examples = ShotExample.objects.filter(condition=condition).order_by(Lower("label__name"), "rank")
+    for name, code in examples.values_list("label__name", "code"):
+        gallery.setdefault(name, GalleryClass(name=name, example_codes=[])).example_codes.append(code)
+    return TrialPage(
+        shots=condition.shots,
+        choices=choices,
+        allow_idk=study.allow_idk,
+        gallery=list(gallery.values()),
+        progress=participant_progress(participant=assignment.participant, condition=condition),
+    )
+
+
+def participant_progress(*, participant: Participant, condition: Condition) -> Progress:
+    """Exact within the current phase; phases not yet entered are counted as full-length."""
+    conditions = participant_conditions(participant=participant)
+    study = participant.study
+    trials = participant.assignments.exclude(
+        status=Assignment.Status.EXPIRED
+    )  # an expired trial that was never re-claimed is not part of the participant's work
+    counts: dict[int, list[int]] = {}
+    for condition_id, status in trials.values_list("condition_id", "status"):
+        total_answered = counts.setdefault(condition_id, [0, 0])
+        total_answered[0] += 1
+        total_answered[1] += status == Assignment.Status.ANSWERED
+    per_phase_estimate = round(study.items_per_participant / (1 - study.attention_check_rate))
+    not_entered = max(0, len(conditions) - participant.phases_entered)
+    total, answered = counts.get(condition.pk, [0, 0])
+    return Progress(
+        phase_number=next((i + 1 for i, c in enumerate(conditions) if c.pk == condition.pk), 1),
+        phase_count=len(conditions),
+        trial_number=answered + 1,
+        trial_count=total,
+        answered=sum(a for _, a in counts.values()),
+        planned=sum(t for t, _ in counts.values()) + not_entered * per_phase_estimate,
+    )

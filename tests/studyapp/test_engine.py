@@ -1,0 +1,302 @@
+import threading
+import uuid
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.db import IntegrityError, connections, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from studyapp.models import Assignment, Participant, Response, Study
+from studyapp.services.participants import (
+    Step,
+    _claim,
+    assignment_next,
+    participant_join,
+    participant_next_step,
+    participant_start,
+    response_submit,
+)
+from studyapp.services.studies import study_close, study_create, study_open
+from studyapp.simulation import simulation_run
+from tests.factories import make_dataset, make_study
+
+
+def enrol(study: Study, **fields) -> Participant:
+    participant = participant_join(study=study, code=uuid.uuid4(), consent=True)
+    if fields:
+        Participant.objects.filter(pk=participant.pk).update(**fields)
+        participant.refresh_from_db()
+    return participant
+
+
+def answer_all(participant: Participant, *, choice: str = "0") -> int:
+    """Answer every trial the participant gets, phase after phase; returns the number of answers."""
+    step = participant_start(participant=participant)
+    n = 0
+    while step.step == Step.TRIAL:
+        response_submit(assignment=step.assignment, choice=choice)
+        n += 1
+        step = participant_next_step(participant=participant)
+    return n
+
+
+def answers_per_item(study: Study) -> Counter:
+    return Counter(
+        Assignment.objects.filter(condition__study=study, is_attention_check=False, status="answered").values_list(
+            "condition__shots", "item_id"
+        )
+    )
+
+
+@pytest.mark.django_db
+class TestAllocation:
+    def test_a_participant_gets_a_batch_of_distinct_items_in_a_seeded_random_order(self):
+        study = make_study(dataset=make_dataset(n_classes=4, test_per_class=5), shots=(0,), items_per_participant=8)
+        participant = enrol(study)
+        participant_start(participant=participant)
+        batch = list(participant.assignments.order_by("position"))
+        assert [a.position for a in batch] == list(range(8))
+        assert len({a.item_id for a in batch}) == 8
+        assert all(a.slot == 0 and a.status == "reserved" for a in batch)
+        assert [a.item_id for a in batch] != sorted(a.item_id for a in batch)
+
+    def test_the_same_seeds_give_the_same_items_in_the_same_order(self):
+        dataset = make_dataset(n_classes=4, test_per_class=5)
+        orders = []
+        for title in ("a", "b"):
+            study = study_open(study=study_create(dataset=dataset, title=title, seed=11, shots=(0,),
+                                                  items_per_participant=6))
+            participant = enrol(study, seed=1234)
+            participant_start(participant=participant)
+            orders.append(list(participant.assignments.order_by("position").values_list("item_id", flat=True)))
+        assert orders[0] == orders[1]
+
+    def test_least_filled_items_are_allocated_first(self):
+        study = make_study(dataset=make_dataset(n_classes=2, test_per_class=3), shots=(0,), items_per_participant=3,
+                           k_per_item=3)
+        first = enrol(study)
+        answer_all(first)
+        second = enrol(study)
+        participant_start(participant=second)
+        first_items = set(first.assignments.values_list("item_id", flat=True))
+        second_items = set(second.assignments.values_list("item_id", flat=True))
+        assert first_items.isdisjoint(second_items)  # the three untouched items come first
+
+    def test_every_item_gets_exactly_k_answers_and_latecomers_find_the_study_full(self):
+        study = make_study(dataset=make_dataset(n_classes=3, test_per_class=2), items_per_participant=4, k_per_item=3)
+        # 6 items x k=3 = 18 answers per condition, 4 per participant: the fifth participant gets the last two.
+        answered = [answer_all(enrol(study)) for _ in range(5)]
+        assert answered == [12, 12, 12, 12, 6]
+        counts = answers_per_item(study)
+        assert len(counts) == 18 and set(counts.values()) == {3}
+        late = enrol(study)
+        assert participant_start(participant=late).step == Step.FULL
+        assert late.completed_at is None and not late.assignments.exists()
+
+    def test_a_phase_that_runs_out_of_items_ends_early_and_the_next_one_follows(self):
+        study = make_study(dataset=make_dataset(n_classes=2, test_per_class=1), items_per_participant=2, k_per_item=1)
+        participant_start(participant=enrol(study))  # holds both zero-shot items
+        second = enrol(study)
+        step = participant_start(participant=second)
+        assert step.assignment.condition.shots == 1
+        assert not second.assignments.filter(condition__shots=0).exists()
+
+    def test_a_participant_never_gets_the_same_item_twice_in_a_condition(self):
+        study = make_study(dataset=make_dataset(n_classes=2, test_per_class=2), shots=(0,), items_per_participant=4)
+        participant = enrol(study)
+        step = participant_start(participant=participant)
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Assignment.objects.create(participant=participant, condition=step.assignment.condition,
+                                      item=step.assignment.item, position=99, slot=4, expires_at=timezone.now())
+
+    def test_the_slot_constraint_refuses_more_than_one_live_assignment_per_slot(self):
+        study = make_study(dataset=make_dataset(n_classes=2, test_per_class=1), shots=(0,), items_per_participant=1)
+        a, b = enrol(study), enrol(study)
+        first = participant_start(participant=a).assignment
+        with pytest.raises(IntegrityError), transaction.atomic():
+            Assignment.objects.create(participant=b, condition=first.condition, item=first.item, position=0,
+                                      slot=first.slot, expires_at=timezone.now())
+
+    def test_a_claim_that_collides_with_a_slot_taken_meanwhile_moves_on_to_the_next_slot(self):
+        study = make_study(dataset=make_dataset(n_classes=2, test_per_class=1), shots=(0,), items_per_participant=1)
+        first = participant_start(participant=enrol(study)).assignment
+        late = enrol(study)
+        # `used` as seen before the first participant's reservation: slot 0 looks free but is not.
+        with transaction.atomic():
+            assert _claim(participant=late, condition=first.condition, item_id=first.item_id, position=0, used=set(),
+                          k=2, expires_at=timezone.now())
+        assert late.assignments.get().slot == 1
+        assert not _claim(participant=enrol(study), condition=first.condition, item_id=first.item_id, position=0,
+                          used=set(), k=2, expires_at=timezone.now())
+
+    def test_a_phase_is_allocated_once_even_when_asked_twice(self):
+        study = make_study(dataset=make_dataset(n_classes=2, test_per_class=3), shots=(0,), items_per_participant=3)
+        participant = enrol(study)
+        first = participant_start(participant=participant).assignment
+        again = Participant.objects.get(pk=participant.pk)
+        assert assignment_next(participant=again) == first
+        assert participant_start(participant=again).assignment == first
+        assert participant.assignments.count() == 3
+        assert Participant.objects.get(pk=participant.pk).phases_entered == 1
+
+    def test_a_closed_study_lets_participants_finish_allocated_trials_but_opens_no_new_phase(self):
+        study = make_study(items_per_participant=2)
+        participant = enrol(study)
+        step = participant_start(participant=participant)
+        study_close(study=study)
+        while step.step == Step.TRIAL:
+            response_submit(assignment=step.assignment, choice="1")
+            step = participant_next_step(participant=participant)
+        assert step.step == Step.COMPLETE
+        assert set(participant.assignments.values_list("condition__shots", flat=True)) == {0}
+
+
+@pytest.mark.django_db
+class TestReservations:
+    def study(self, **fields):
+        fields.setdefault("k_per_item", 1)
+        return make_study(dataset=make_dataset(n_classes=1, test_per_class=1, train_per_class=2), shots=(0,),
+                          items_per_participant=1, **fields)
+
+    def test_an_expired_reservation_returns_to_the_pool_when_someone_else_is_allocated(self):
+        study = self.study()
+        slow, fast = enrol(study), enrol(study)
+        held = participant_start(participant=slow).assignment
+        assert participant_start(participant=fast).step == Step.FULL  # the only slot is held
+        Assignment.objects.filter(pk=held.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+        other = enrol(study)
+        taken = participant_start(participant=other).assignment
+        held.refresh_from_db()
+        assert held.status == "expired" and (taken.item_id, taken.slot) == (held.item_id, held.slot)
+
+    def test_a_late_answer_is_refused_politely_when_the_slot_went_to_someone_else(self):
+        study = self.study()
+        slow = enrol(study)
+        held = participant_start(participant=slow).assignment
+        Assignment.objects.filter(pk=held.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+        response_submit(assignment=participant_start(participant=enrol(study)).assignment, choice="0")
+        outcome = response_submit(assignment=held, choice="0")
+        assert outcome.refused and outcome.response is None
+        assert Response.objects.count() == 1
+        assert participant_next_step(participant=slow).step == Step.FULL
+
+    def test_a_late_answer_is_accepted_while_the_item_still_has_a_free_slot(self):
+        study = self.study(k_per_item=2)
+        slow = enrol(study)
+        held = participant_start(participant=slow).assignment
+        Assignment.objects.filter(pk=held.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+        participant_start(participant=enrol(study))  # expires `held` and takes its slot 0
+        held.refresh_from_db()
+        assert held.status == "expired"
+        outcome = response_submit(assignment=held, choice="0")
+        assert outcome.created
+        held.refresh_from_db()
+        assert (held.status, held.slot) == ("answered", 1)
+
+    def test_an_expired_trial_still_free_is_taken_back_when_the_participant_returns(self):
+        study = self.study()
+        participant = enrol(study)
+        held = participant_start(participant=participant).assignment
+        Assignment.objects.filter(pk=held.pk).update(status="expired")
+        assert participant_next_step(participant=participant).assignment == held
+        held.refresh_from_db()
+        assert held.status == "reserved" and held.expires_at > timezone.now()
+
+
+@pytest.mark.django_db
+class TestDesigns:
+    def test_between_subjects_balances_conditions_in_a_seeded_order(self):
+        study = make_study(design=Study.Design.BETWEEN)
+        conditions = [enrol(study).condition.shots for _ in range(7)]
+        assert sorted(Counter(conditions).values()) == [2, 2, 3]
+        assert len(set(conditions[:3])) == 3
+        assert conditions[3:6] == conditions[:3]  # the seeded tie order repeats
+
+    def test_between_subjects_skips_a_condition_that_is_full(self):
+        study = make_study(dataset=make_dataset(n_classes=2, test_per_class=1), design=Study.Design.BETWEEN,
+                           k_per_item=1, items_per_participant=2)
+        first = enrol(study)
+        answer_all(first)  # fills the first condition of the seeded order
+        others = {enrol(study).condition.shots for _ in range(2)}
+        assert others == {0, 1, 2} - {first.condition.shots}
+        # Counts tie again, and the seeded order would start with the full condition: it is skipped.
+        assert enrol(study).condition.shots != first.condition.shots
+
+    def test_declining_participants_do_not_count_towards_the_balance(self):
+        study = make_study(design=Study.Design.BETWEEN)
+        participant_join(study=study, code=uuid.uuid4(), consent=False)
+        assert Participant.objects.get().condition is None
+        assert Counter(enrol(study).condition.shots for _ in range(3)) == Counter({0: 1, 1: 1, 2: 1})
+
+    def test_within_subjects_participants_see_every_condition(self):
+        study = make_study(items_per_participant=2)
+        participant = enrol(study)
+        assert answer_all(participant) == 6
+        assert participant.condition is None
+        assert participant.assignments.values("condition").annotate(n=Count("id")).count() == 3
+
+
+def assert_filled_exactly(study: Study, *, conditions: int) -> None:
+    counts = answers_per_item(study)
+    n_items = study.study_items.count()
+    assert len(counts) == n_items * conditions
+    assert set(counts.values()) == {study.k_per_item}, counts
+    assert not Assignment.objects.filter(condition__study=study, status="reserved").exists()
+    repeats = (
+        Assignment.objects.filter(condition__study=study)
+        .values("participant", "condition", "item")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+    )
+    assert not repeats.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_many_simultaneous_participants_fill_every_item_to_exactly_k_within_subjects():
+    # 12 items x k=5 = 60 answers per condition at 3 per participant: 20 of the 40 can fill it.
+    study = make_study(dataset=make_dataset(n_classes=3, test_per_class=4), items_per_participant=3, k_per_item=5)
+    result = simulation_run(study=study, n=40, concurrency=20, accuracy=[0.5, 0.75, 0.75], idk_rate=[0.3, 0.05, 0.05])
+    assert result.errors == []
+    assert result.completed + result.turned_away == 40
+    assert result.answers == 3 * 12 * 5
+    assert_filled_exactly(study, conditions=3)
+    assert Participant.objects.filter(study=study, simulated=True).count() == 40
+
+
+@pytest.mark.django_db(transaction=True)
+def test_many_simultaneous_participants_stay_balanced_between_subjects():
+    # 6 items x k=4 = 24 answers per condition at 3 per participant: 8 participants per condition.
+    study = make_study(dataset=make_dataset(n_classes=3, test_per_class=2), design=Study.Design.BETWEEN,
+                       items_per_participant=3, k_per_item=4)
+    result = simulation_run(study=study, n=24, concurrency=12)
+    assert result.errors == [] and result.completed == 24
+    per_condition = Counter(Participant.objects.filter(study=study).values_list("condition__shots", flat=True))
+    assert per_condition == Counter({0: 8, 1: 8, 2: 8})
+    assert_filled_exactly(study, conditions=3)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_simultaneous_joins_with_one_external_id_enrol_one_participant():
+    study = make_study()
+    barrier = threading.Barrier(8)
+    joined, failures = [], []
+
+    def join():
+        try:
+            barrier.wait()
+            joined.append(participant_join(study=study, code=uuid.uuid4(), consent=True, external_id="same").pk)
+        except Exception as exc:  # reported below
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=join) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert len(joined) == 8 and len(set(joined)) == 1
+    assert Participant.objects.filter(study=study).count() == 1

@@ -1,0 +1,57 @@
+"""Helpers (no tests here) that walk a participant through the pages with Django's test client."""
+
+import re
+from urllib.parse import urlencode
+
+from django.test import Client, RequestFactory
+
+from studyapp.models import Assignment, Participant, Study
+
+TRIAL_PATH = re.compile(r"^/s/[0-9a-f-]{36}/t/([0-9a-f-]{36})$")
+
+
+def join_url(study: Study, **params) -> str:
+    return f"/s/{study.code}/join" + (f"?{urlencode(params)}" if params else "")
+
+
+def consent(client: Client, study: Study, decision: str = "accept", **params):
+    """GET the join link, then submit the consent form; returns the final response (redirects followed)."""
+    page = client.get(join_url(study, **params))
+    assert page.status_code == 200, page.status_code
+    enrol = re.search(r'name="enrol" value="([^"]+)"', page.content.decode())[1]
+    return client.post(join_url(study, **params), {"enrol": enrol, "decision": decision}, follow=True)
+
+
+def start(client: Client, study: Study):
+    """Consent and leave the instructions; returns the first trial page."""
+    page = consent(client, study)
+    assert page.request["PATH_INFO"].endswith("/instructions"), page.request["PATH_INFO"]
+    return client.post(f"/s/{study.code}/instructions", follow=True)
+
+
+def trial_code(response) -> str | None:
+    match = TRIAL_PATH.match(response.request["PATH_INFO"])
+    return match[1] if match else None
+
+
+def answer(client: Client, response, choice: str | None = None, **extra):
+    """Answer the trial shown in `response` (correctly unless `choice` is given); returns the next page."""
+    code = trial_code(response)
+    assert code, f"not a trial page: {response.request['PATH_INFO']}"
+    if choice is None:
+        choice = str(Assignment.objects.get(code=code).item.label.index)
+    return client.post(response.request["PATH_INFO"], {"choice": choice, **extra}, follow=True)
+
+
+def finish(client: Client, response, choice: str | None = None):
+    """Answer every remaining trial; returns the final page."""
+    while trial_code(response):
+        response = answer(client, response, choice)
+    return response
+
+
+def participant_of(client: Client, study: Study) -> Participant:
+    """The participant the client's signed cookie names, read the way the server reads it."""
+    request = RequestFactory().get("/", HTTP_COOKIE=client.cookies.output(header="", sep=";"))
+    code = request.get_signed_cookie(f"participant_{study.code.hex}", salt="studyapp.participant")
+    return Participant.objects.get(code=code)
