@@ -1,0 +1,109 @@
+import io
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+from studyapp.models import Dataset, ShotExample, Study
+from studyapp.services.demo import PETS_DATASET
+from tests.factories import make_dataset, make_study, write_image
+
+pytestmark = pytest.mark.django_db
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def test_the_study_page_shows_conditions_shot_thumbnails_and_live_counts(admin_client):
+    study = make_study(dataset=make_dataset(n_classes=3, train_per_class=2))
+    response = admin_client.get(reverse("admin:studyapp_study_change", args=[study.pk]))
+    html = response.content.decode()
+    assert response.status_code == 200
+    for shot in ShotExample.objects.filter(condition__study=study, condition__shots=2).select_related("item"):
+        assert reverse("admin:studyapp_item_image", args=[shot.item.code]) in html
+    assert "no examples (zero-shot)" in html
+    assert "items with 5 answers" in html and "live reservations" in html
+
+
+def test_item_images_in_the_admin_are_for_staff_only(client, admin_client):
+    item = make_dataset(n_classes=1, train_per_class=1, test_per_class=1).items.first()
+    url = reverse("admin:studyapp_item_image", args=[item.code])
+    assert client.get(url).status_code == 302
+    response = admin_client.get(url)
+    assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
+
+
+def test_the_admin_imports_a_dataset_from_a_server_folder(admin_client, tmp_path):
+    for c in ("ants", "bees"):
+        for i in range(2):
+            write_image(tmp_path / c / f"{i}.jpg", seed=hash((c, i)) % 997, color=(10, 200, 30) if c == "ants" else (9, 9, 200))
+    response = admin_client.post(reverse("admin:studyapp_dataset_import"),
+                                 {"name": "insects", "path": str(tmp_path), "format": "folder"})
+    assert response.status_code == 302
+    assert Dataset.objects.get(name="insects").items.count() == 4
+
+
+def test_the_admin_import_shows_the_problems_and_writes_nothing(admin_client, tmp_path):
+    (tmp_path / "ants").mkdir()
+    (tmp_path / "ants" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    response = admin_client.post(reverse("admin:studyapp_dataset_import"),
+                                 {"name": "insects", "path": str(tmp_path), "format": "folder"}, follow=True)
+    assert "ants/broken.jpg" in response.content.decode()
+    assert not Dataset.objects.exists()
+
+
+def test_the_admin_opens_and_closes_studies(admin_client):
+    study = make_study(open_it=False)
+    changelist = reverse("admin:studyapp_study_changelist")
+    admin_client.post(changelist, {"action": "open_studies", "_selected_action": [study.pk]})
+    study.refresh_from_db()
+    assert study.status == Study.Status.OPEN and study.opened_at is not None
+    admin_client.post(changelist, {"action": "close_studies", "_selected_action": [study.pk]})
+    study.refresh_from_db()
+    assert study.status == Study.Status.CLOSED
+
+
+def test_a_study_created_in_the_admin_gets_items_conditions_and_shots(admin_client):
+    dataset = make_dataset(n_classes=2, train_per_class=2, test_per_class=3)
+    response = admin_client.post(reverse("admin:studyapp_study_add"), {
+        "title": "From the admin", "dataset": dataset.pk, "design": "within", "k_per_item": 5,
+        "items_per_participant": 10, "allow_idk": "on", "test_split": "test", "shot_split": "train", "seed": 11,
+        "reservation_minutes": 30, "attention_check_rate": 0, "attention_threshold": 0.5,
+        "conditions-TOTAL_FORMS": 0, "conditions-INITIAL_FORMS": 0,
+    })
+    assert response.status_code == 302, response.content.decode()[:2000]
+    study = Study.objects.get(title="From the admin")
+    assert study.study_items.count() == 6
+    assert sorted(study.conditions.values_list("shots", flat=True)) == [0, 1, 2]
+
+
+def test_the_admin_refuses_a_study_whose_shots_cannot_be_drawn(admin_client):
+    dataset = make_dataset(n_classes=2, train_per_class=1, test_per_class=3)
+    response = admin_client.post(reverse("admin:studyapp_study_add"), {
+        "title": "Too few", "dataset": dataset.pk, "design": "within", "k_per_item": 5, "items_per_participant": 10,
+        "test_split": "test", "shot_split": "train", "seed": 1, "reservation_minutes": 30,
+        "attention_check_rate": 0, "attention_threshold": 0.5,
+        "conditions-TOTAL_FORMS": 0, "conditions-INITIAL_FORMS": 0,
+    })
+    assert response.status_code == 200
+    assert "2 shot example(s) per class are needed" in response.content.decode()
+    assert not Study.objects.filter(title="Too few").exists()
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "oxford_pets").is_dir(), reason="../shared/data is not beside this checkout")
+def test_setup_demo_creates_both_studies_once_and_prints_pets_first():
+    out = io.StringIO()
+    call_command("setup_demo", "--data", str(SHARED_DATA), stdout=out)
+    codes = out.getvalue().split()
+    again = io.StringIO()
+    call_command("setup_demo", "--data", str(SHARED_DATA), stdout=again)
+    assert again.getvalue().split() == codes
+    pets = Study.objects.get(code=codes[0])
+    assert pets.dataset.name == PETS_DATASET and pets.dataset.classes.count() == 37
+    assert pets.status == Study.Status.OPEN
+    assert {c.shots: c.shot_examples.count() for c in pets.conditions.all()} == {0: 0, 1: 37, 2: 74}
+    # Every breed has test items, and none of them is a shot.
+    assert pets.study_items.values("item__label").distinct().count() == 37
+    shots = set(ShotExample.objects.filter(condition__study=pets).values_list("item", flat=True))
+    assert not shots & set(pets.study_items.values_list("item", flat=True))
+    assert Study.objects.get(code=codes[1]).dataset.classes.count() == 10
