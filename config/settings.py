@@ -135,7 +135,7 @@ STUDY_JOIN_RATE_PER_MINUTE = env_int("STUDY_JOIN_RATE_PER_MINUTE", 120, minimum=
 
 # Model scoring
 HUMANCLIP_CACHE = Path(env_str("HUMANCLIP_CACHE", str(Path.home() / ".cache" / "humanclip")))
-SCORING_CHUNK_SIZE = env_int("SCORING_CHUNK_SIZE", 64, minimum=1)
+SCORING_CHUNK_SIZE = env_int("SCORING_CHUNK_SIZE", 128, minimum=1)
 DEMO_DATA = env_str("DEMO_DATA", "")
 
 LOGGING = {

@@ -28,11 +28,13 @@ class ModelRun(models.Model):
     templates = models.JSONField(default=list, blank=True)
     fewshot_method = models.CharField(max_length=40, default="zero-shot-prior")
     condition_shots = models.JSONField(default=list, help_text="Shot counts of the conditions scored.")
-    device = models.CharField(max_length=40, blank=True)
+    device_request = models.CharField(max_length=40, default="auto", help_text="auto, cpu, cuda, cuda:1 …")
+    device = models.CharField(max_length=40, blank=True, help_text="Where the first worker actually ran it.")
     dtype = models.CharField(max_length=40, blank=True)
     versions = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    items_total = models.PositiveIntegerField(default=0)
+    items_total = models.PositiveIntegerField(default=0, help_text="Predictions wanted: items × conditions.")
+    chunk_size = models.PositiveIntegerField(default=0, help_text="Items per scoring chunk (each scored in every condition).")
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -64,3 +66,39 @@ class ModelPrediction(models.Model):
                 condition=Q(predicted__isnull=False) | ~Q(error=""), name="prediction_has_answer_or_error"
             ),
         ]
+
+
+class ScoringChunk(models.Model):
+    """A unit of work for one Celery task: some of the study's items, scored in every condition of the run.
+
+    One chunk covers all conditions so each image is encoded once and its embedding reused by the
+    zero-, one- and two-shot classifiers. The row is also the claim: a task may work on a chunk only
+    after a conditional update moved it to RUNNING, so duplicate or redelivered messages are harmless.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    run = models.ForeignKey(ModelRun, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    item_ids = models.JSONField(help_text="Item primary keys in this chunk.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    task_id = models.CharField(max_length=64, blank=True, help_text="Celery task that holds (or last held) the claim.")
+    worker = models.CharField(max_length=200, blank=True, help_text="node name:pid of the claiming worker.")
+    queued_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [models.UniqueConstraint(fields=["run", "index"], name="scoring_chunk_unique")]
+        indexes = [models.Index(fields=["run", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.run} #{self.index} ({self.status})"

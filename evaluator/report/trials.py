@@ -54,7 +54,7 @@ def validate_trials(trials: pd.DataFrame) -> pd.DataFrame:
     Raises :class:`ReportInputError` for: an empty table, missing columns, empty cells in
     the text columns, unknown ``subject_kind`` or ``condition``, a class named ``idk``,
     an item with two different targets, a subject answering an item twice in one
-    condition, non-numeric ``rt_ms``, probabilities outside [0, 1] or unreadable flags.
+    condition, non-numeric, negative or infinite ``rt_ms``, probabilities outside [0, 1] or unreadable flags.
     """
     if not isinstance(trials, pd.DataFrame):
         raise ReportInputError(f"expected a pandas DataFrame of trials, got {type(trials).__name__}")
@@ -93,6 +93,10 @@ def validate_trials(trials: pd.DataFrame) -> pd.DataFrame:
         )
 
     out["rt_ms"] = _numeric(trials["rt_ms"], "rt_ms")
+    # "inf" and "-500" parse as numbers but are no response time: they skew or break the RT statistics.
+    bad_rt = out["rt_ms"].notna() & (~np.isfinite(out["rt_ms"]) | (out["rt_ms"] < 0))
+    if bad_rt.any():
+        raise ReportInputError(f"column 'rt_ms' must be a finite number of milliseconds ≥ 0 (data rows {_rows(bad_rt)})")
     for col in PROBABILITY_COLUMNS:
         if col in trials.columns:
             values = _numeric(trials[col], col)

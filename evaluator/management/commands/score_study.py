@@ -1,0 +1,162 @@
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from evaluator.models import ModelRun
+from evaluator.selectors import model_run_progress
+from evaluator.services import (
+    QueueUnavailable,
+    RunExists,
+    ScoringSetupError,
+    house_checkpoint,
+    model_run_create,
+    model_run_resume,
+    model_spec_resolve,
+    read_templates_file,
+)
+from studyapp.models import Condition
+from studyapp.selectors.studies import StudyNotFound, study_get_by_code
+
+CONDITIONS = {label: value for value, label in Condition.Shots.choices}
+FINISHED = (ModelRun.Status.DONE, ModelRun.Status.FAILED, ModelRun.Status.CANCELLED)
+
+
+class Command(BaseCommand):
+    help = (
+        "Score a study's items with a model, as one more subject (Celery workers on the 'scoring' queue do the "
+        "work; this command queues the run and shows its progress). Without --model/--checkpoint: the house "
+        "model, trained first if needed. Running it again with the same name scores only what is missing."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("study", help="the study's public code (UUID)")
+        parser.add_argument("--model", default="", help="open_clip architecture, e.g. ViT-B-32")
+        parser.add_argument("--pretrained", default="", help="open_clip pretrained tag, e.g. openai")
+        parser.add_argument("--checkpoint", default="", help="a local state dict or clipmodel checkpoint")
+        parser.add_argument("--conditions", default="", help="comma-separated, e.g. zero-shot,one-shot (default: all)")
+        parser.add_argument("--templates", type=Path, help="file of prompt templates, one per line with {}")
+        parser.add_argument("--fewshot", default="zero-shot-prior", help="few-shot method for one-/two-shot")
+        parser.add_argument("--name", default="", help="subject name in reports (default: says what the model is)")
+        parser.add_argument("--device", default="auto", help="auto (GPU if the worker has one), cpu, cuda, cuda:1")
+        parser.add_argument("--chunk-size", type=int, help="items per task (default: SCORING_CHUNK_SIZE)")
+        parser.add_argument("--retry-failed", action="store_true", help="rescore items that got an error")
+        wait = parser.add_mutually_exclusive_group()
+        wait.add_argument("--wait", dest="wait", action="store_true", default=True,
+                          help="show progress until the run finishes (the default)")
+        wait.add_argument("--no-wait", dest="wait", action="store_false", help="queue the run and return")
+        parser.add_argument("--worker-timeout", type=float, default=20.0,
+                            help="seconds to wait for a worker to start the run before checking one exists")
+
+    def handle(self, *args, study, model, pretrained, checkpoint, conditions, templates, fewshot, name, device,
+               chunk_size, retry_failed, wait, worker_timeout, **options):
+        try:
+            study = study_get_by_code(code=study)
+        except StudyNotFound as exc:
+            raise CommandError(str(exc)) from None
+        shots = self._shots(conditions)
+        try:
+            spec = self._spec(model=model, pretrained=pretrained, checkpoint=checkpoint)
+            template_list = read_templates_file(templates) if templates else None
+            run = model_run_create(study=study, spec=spec, name=name, conditions=shots, templates=template_list,
+                                   fewshot_method=fewshot, device=device, chunk_size=chunk_size)
+            self.stdout.write(f"run {run.code} created: {run.name!r}, {run.items_total} predictions to make")
+        except RunExists as exists:
+            run = self._resume(exists.run, spec=spec, shots=shots, templates=template_list, fewshot=fewshot,
+                               retry_failed=retry_failed)
+        except QueueUnavailable as exc:
+            raise CommandError(str(exc)) from None
+        except (ScoringSetupError, FileNotFoundError) as exc:
+            raise CommandError(str(exc)) from None
+        if wait:
+            self._wait(run, worker_timeout=worker_timeout)
+
+    def _shots(self, conditions: str) -> list[int] | None:
+        if not conditions.strip():
+            return None
+        names = [part.strip().lower() for part in conditions.split(",") if part.strip()]
+        unknown = [n for n in names if n not in CONDITIONS]
+        if unknown:
+            raise CommandError(f"unknown condition(s) {', '.join(unknown)}; use {', '.join(CONDITIONS)}")
+        return [CONDITIONS[n] for n in names]
+
+    def _spec(self, *, model, pretrained, checkpoint):
+        if model or checkpoint or pretrained:
+            return model_spec_resolve(model_name=model, pretrained=pretrained, checkpoint=checkpoint)
+        self.stdout.write("no --model/--checkpoint: using the house model (training it first if it is not cached)")
+        try:
+            path = house_checkpoint(train=True, progress=True)
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"the house model is not available: {exc}") from None
+        return model_spec_resolve(checkpoint=str(path))
+
+    def _resume(self, run: ModelRun, *, spec, shots, templates, fewshot, retry_failed) -> ModelRun:
+        same = (run.model_name, run.pretrained, run.checkpoint, run.fewshot_method) == (
+            spec.model_name, spec.pretrained, spec.checkpoint, fewshot
+        ) and (shots is None or sorted(set(shots)) == run.condition_shots) and (
+            templates is None or list(templates) == run.templates
+        )
+        if not same:
+            raise CommandError(f"the study already has a run named {run.name!r} with other settings; pass --name")
+        if run.status in (ModelRun.Status.PENDING, ModelRun.Status.RUNNING) and not retry_failed:
+            self.stdout.write(f"run {run.code} ({run.name!r}) is already {run.status}; following it")
+            return run
+        try:
+            queued = model_run_resume(run=run, retry_failed_items=retry_failed)
+        except QueueUnavailable as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"run {run.code} ({run.name!r}) resumed: {queued} chunk(s) with missing predictions queued")
+        run.refresh_from_db()
+        return run
+
+    def _wait(self, run: ModelRun, *, worker_timeout: float) -> None:
+        from tqdm import tqdm
+
+        progress = model_run_progress(run=run)
+        started = time.monotonic()
+        checked_workers = False
+        with tqdm(total=progress["items_total"], unit="item", desc=run.name[:40], file=self.stderr._out,
+                  dynamic_ncols=True) as bar:
+            try:
+                while True:
+                    progress = model_run_progress(run=run)
+                    bar.n = progress["items_done"]
+                    bar.set_postfix(status=progress["status"], failed=progress["items_failed"], refresh=False)
+                    bar.refresh()
+                    if progress["status"] in FINISHED:
+                        break
+                    if (not checked_workers and progress["status"] == ModelRun.Status.PENDING
+                            and time.monotonic() - started > worker_timeout):
+                        checked_workers = True
+                        self._require_worker()
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                bar.close()
+                raise CommandError(f"stopped watching; run {run.code} goes on in the workers "
+                                   "(cancel it in the admin)") from None
+        self._report(progress, run)
+
+    def _require_worker(self) -> None:
+        from evaluator.celery_app import SCORING_QUEUE, app
+
+        try:
+            queues = app.control.inspect(timeout=2).active_queues() or {}
+        except Exception as exc:
+            raise CommandError(f"cannot reach the broker to look for workers: {exc}") from None
+        if not any(q.get("name") == SCORING_QUEUE for qs in queues.values() for q in qs):
+            raise CommandError(
+                f"no worker consumes the {SCORING_QUEUE!r} queue, so the run stays pending until one starts: "
+                f"celery -A config worker -Q {SCORING_QUEUE} -c 1 --pool solo"
+            )
+
+    def _report(self, progress: dict, run: ModelRun) -> None:
+        status = progress["status"]
+        if status == ModelRun.Status.FAILED:
+            raise CommandError(f"run {run.code} failed: {progress['error']}")
+        if status == ModelRun.Status.CANCELLED:
+            raise CommandError(f"run {run.code} was cancelled ({progress['items_done']}/{progress['items_total']} done)")
+        rate = f", {progress['rate_items_per_s']} items/s" if progress["rate_items_per_s"] else ""
+        self.stdout.write(self.style.SUCCESS(
+            f"run {run.code} done: {progress['items_done']}/{progress['items_total']} predictions, "
+            f"{progress['items_failed']} failed item(s){rate}"
+        ))
