@@ -1,0 +1,107 @@
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import clipmodel
+from clipmodel.loading import write_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_offline_pretrained_tag_with_empty_cache_raises_model_unavailable(tmp_path):
+    # A fresh process, so huggingface_hub reads HF_HUB_OFFLINE and the empty cache location at import.
+    script = textwrap.dedent(
+        """
+        import time, clipmodel
+        start = time.monotonic()
+        try:
+            clipmodel.load_clip(name="ViT-B-32", pretrained="openai", device="cpu")
+        except clipmodel.ModelUnavailable as error:
+            print(f"RAISED {time.monotonic() - start:.2f}")
+            print(error)
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(REPO)}
+    env.pop("HF_HUB_CACHE", None)
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("RAISED"), result.stdout + result.stderr
+    message = result.stdout
+    assert "--checkpoint" in message and "python -m clipmodel.train" in message and "HF_HUB_OFFLINE" in message
+    assert time.monotonic() - started < 60  # generous: interpreter start + imports dominate
+
+
+def test_unknown_pretrained_tag_raises_model_unavailable(tiny_name):
+    with pytest.raises(clipmodel.ModelUnavailable, match="unknown tag"):
+        clipmodel.load_clip(name="ViT-B-32", pretrained="no-such-tag", device="cpu")
+
+
+def test_missing_checkpoint_file_raises_model_unavailable(tmp_path):
+    with pytest.raises(clipmodel.ModelUnavailable, match="--checkpoint"):
+        clipmodel.load_clip(checkpoint=tmp_path / "missing.pt", device="cpu")
+
+
+def test_unknown_model_name_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown open_clip model name"):
+        clipmodel.load_clip(name="no-such-architecture", device="cpu")
+
+
+def _features(clip, images):
+    with torch.no_grad():
+        return clip.model.encode_image(images)
+
+
+def test_house_checkpoint_round_trip_gives_identical_features(tiny_clip, tiny_name, tmp_path):
+    path = write_checkpoint(
+        path=tmp_path / "model.pt",
+        model=tiny_clip.model,
+        model_name="house-test",
+        model_cfg=clipmodel.loading.open_clip.get_model_config(tiny_name),
+        classes={"toy": ["red", "blue"]},
+    )
+    loaded = clipmodel.load_clip(checkpoint=path, device="cpu")  # no name: the checkpoint carries its config
+    images = torch.randn(4, 3, 32, 32)
+    assert torch.equal(_features(loaded, images), _features(tiny_clip, images))
+    tokens = tiny_clip.tokenizer(["a photo of a cat."])
+    with torch.no_grad():
+        assert torch.equal(loaded.model.encode_text(tokens), tiny_clip.model.encode_text(tokens))
+    assert loaded.name == "house-test"
+    assert loaded.metadata["classes"] == {"toy": ["red", "blue"]}
+    assert loaded.fingerprint.startswith("house-test:sha256-")
+
+
+def test_plain_state_dict_loads_with_its_architecture_name(tiny_clip, tiny_name, tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save(tiny_clip.model.state_dict(), path)
+    loaded = clipmodel.load_clip(name=tiny_name, checkpoint=path, device="cpu")
+    images = torch.randn(2, 3, 32, 32)
+    assert torch.equal(_features(loaded, images), _features(tiny_clip, images))
+    with pytest.raises(ValueError, match="plain state dict"):
+        clipmodel.load_clip(checkpoint=path, device="cpu")
+
+
+def test_fingerprint_is_stable_for_same_weights_and_differs_for_other_weights(tiny_clip, tiny_name, tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save(tiny_clip.model.state_dict(), path)
+    first = clipmodel.load_clip(name=tiny_name, checkpoint=path, device="cpu")
+    second = clipmodel.load_clip(name=tiny_name, checkpoint=path, device="cpu")
+    assert first.fingerprint == second.fingerprint
+    assert first.fingerprint_info["checkpoint_sha256"] == clipmodel.loading.file_sha256(path)
+    assert first.fingerprint_info["open_clip"] in first.fingerprint
+    torch.manual_seed(1)
+    other = clipmodel.load_clip(name=tiny_name, device="cpu")
+    assert other.fingerprint != tiny_clip.fingerprint  # random weights hash differently
+
+
+def test_auto_device_uses_fp32_on_cpu_and_bf16_autocast_when_requested(tiny_name):
+    clip = clipmodel.load_clip(name=tiny_name, device="cpu")
+    assert clip.device.type == "cpu" and clip.autocast_dtype is None
+    assert clipmodel.loading.resolve_autocast("auto", torch.device("cuda")) is torch.bfloat16
+    assert clipmodel.loading.resolve_autocast("bf16", torch.device("cpu")) is torch.bfloat16

@@ -1,0 +1,90 @@
+import pytest
+import torch
+
+import clipmodel
+from clipmodel.templates import EUROSAT_TEMPLATES, IMAGENET_TEMPLATES, PETS_TEMPLATES
+from clipmodel.zeroshot import ensemble_text_embeddings
+
+CLASSES = ["cat", "dog", "bird"]
+TEMPLATES = ["a photo of a {}.", "a drawing of a {}."]
+
+
+def test_zero_shot_classifier_equals_hand_computation(tiny_clip):
+    image_features = torch.randn(5, 16)
+    columns = []
+    with torch.no_grad():
+        for name in CLASSES:
+            embeddings = [tiny_clip.model.encode_text(tiny_clip.tokenizer([t.format(name)]))[0] for t in TEMPLATES]
+            mean = torch.stack([e / e.norm() for e in embeddings]).mean(dim=0)
+            columns.append(mean / mean.norm())
+    weights = torch.stack(columns, dim=1)
+    images = image_features / image_features.norm(dim=1, keepdim=True)
+    expected = (tiny_clip.logit_scale * images @ weights).softmax(dim=1)
+
+    got_weights = clipmodel.zero_shot_weights(clip=tiny_clip, classnames=CLASSES, templates=TEMPLATES)
+    assert got_weights.shape == (16, 3)
+    torch.testing.assert_close(got_weights, weights, rtol=1e-5, atol=1e-6)
+    probs = clipmodel.zero_shot_probs(image_features=image_features, text_weights=got_weights, logit_scale=tiny_clip.logit_scale)
+    torch.testing.assert_close(probs, expected, rtol=1e-5, atol=1e-6)
+    classified = clipmodel.classify(clip=tiny_clip, image_features=image_features, classnames=CLASSES, templates=TEMPLATES)
+    torch.testing.assert_close(classified, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(5))
+
+
+def test_ensembling_normalises_each_template_embedding_before_averaging():
+    # Class 0: a long and a short embedding; averaging raw vectors would lean to the long one.
+    embeddings = torch.tensor([[[3.0, 0.0], [0.0, 1.0]], [[0.0, 2.0], [0.0, 5.0]]])
+    weights = ensemble_text_embeddings(embeddings)
+    half = 2**-0.5
+    torch.testing.assert_close(weights, torch.tensor([[half, 0.0], [half, 1.0]]))
+
+
+def test_permuting_classnames_permutes_probability_columns(tiny_clip):
+    image_features = torch.randn(6, 16)
+    permutation = [2, 0, 1]
+    base = clipmodel.classify(clip=tiny_clip, image_features=image_features, classnames=CLASSES, templates=TEMPLATES)
+    permuted = clipmodel.classify(
+        clip=tiny_clip, image_features=image_features, classnames=[CLASSES[i] for i in permutation], templates=TEMPLATES
+    )
+    torch.testing.assert_close(permuted, base[:, permutation])
+    assert not torch.allclose(permuted, base)  # the columns really moved
+
+
+def test_duplicate_classnames_are_rejected(tiny_clip):
+    with pytest.raises(ValueError, match="unique"):
+        clipmodel.zero_shot_weights(clip=tiny_clip, classnames=["cat", "cat"], templates=TEMPLATES)
+
+
+def test_templates_for_known_datasets_and_generic_fallback():
+    assert clipmodel.templates_for("oxford_pets") == ("a photo of a {}, a type of pet.",) == PETS_TEMPLATES
+    assert clipmodel.templates_for("EuroSAT") == EUROSAT_TEMPLATES
+    assert "a centered satellite photo of {}." in EUROSAT_TEMPLATES
+    assert clipmodel.templates_for("something else") == IMAGENET_TEMPLATES
+    assert len(IMAGENET_TEMPLATES) == 80 and all(t.count("{}") == 1 for t in IMAGENET_TEMPLATES)
+
+
+def test_user_templates_are_validated():
+    assert clipmodel.validate_templates(["itap of a {}."]) == ("itap of a {}.",)
+    for bad in (["no slot"], ["{} and {}"], ["a {0}"], ["a {name}"], [], "a photo of a {}.", [3]):
+        with pytest.raises(ValueError):
+            clipmodel.validate_templates(bad)
+
+
+def test_eurosat_prompt_classnames_follow_label_order():
+    names = clipmodel.classnames_for(
+        "eurosat",
+        [
+            "Annual Crop",
+            "Forest",
+            "Herbaceous Vegetation",
+            "Highway",
+            "Industrial",
+            "Pasture",
+            "Permanent Crop",
+            "Residential",
+            "River",
+            "Sea Lake",
+        ],
+    )
+    assert names[0] == "annual crop land" and names[2] == "brushland or shrubland" and names[9] == "lake or sea"
+    assert clipmodel.classnames_for("oxford_pets", ["Abyssinian", "Beagle"]) == ["Abyssinian", "Beagle"]
