@@ -2,6 +2,7 @@ from pathlib import Path
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -55,6 +56,9 @@ class DatasetAdmin(admin.ModelAdmin):
                 *super().get_urls()]
 
     def import_view(self, request):
+        # admin_view() only checks is_staff: importing reads files on the server, so it needs the add right.
+        if not self.has_add_permission(request):
+            raise PermissionDenied
         form = ImportForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
@@ -90,6 +94,9 @@ class ItemAdmin(admin.ModelAdmin):
                 *super().get_urls()]
 
     def image_view(self, request, code):
+        # Labelled data: staff without the right to view items must not get the images by code either.
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         item = get_object_or_404(Item, code=code)
         try:
             return FileResponse(image_path(relative_path=item.image).open("rb"), content_type="image/jpeg")
@@ -172,6 +179,8 @@ class StudyAdmin(admin.ModelAdmin):
         from evaluator.report import ReportInputError, ReportOptions
         from evaluator.study_reports import study_report_compute
 
+        if not self.has_view_permission(request):
+            raise PermissionDenied  # admin_view() only checks is_staff
         study = get_object_or_404(Study, pk=pk)
         options = ReportOptions(
             include_simulated=request.GET.get("include_simulated") == "1",
@@ -208,7 +217,7 @@ class StudyAdmin(admin.ModelAdmin):
         obj.pk, obj.code = created.pk, created.code
         obj._state.adding = False
 
-    @admin.display(description="seed")
+    @admin.display(description="what the seed does")
     def seed_note(self, obj):
         return "Draws the test items, the shots and each participant's order."
 
