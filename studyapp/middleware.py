@@ -1,14 +1,25 @@
+import logging
+
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse
+from django.template.loader import render_to_string
+
+logger = logging.getLogger(__name__)
 
 
 class SecurityHeadersMiddleware:
-    """CSP and friends on every response: no inline script, nothing loaded from other origins."""
+    """CSP and friends on every response: no inline script, nothing loaded from other origins.
+
+    Also turns a database outage inside a view into a friendly 503 page (see process_exception).
+    """
 
     # style-src allows inline styles only for the admin and plotly's generated SVG attributes.
     POLICY = (
         "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
         "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     )
+    RETRY_AFTER_SECONDS = 30
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -21,4 +32,18 @@ class SecurityHeadersMiddleware:
         if request.path.startswith(settings.PARTICIPANT_URL_PREFIX):
             # Trial pages and images must not linger in shared caches or the back-forward cache.
             response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    def process_exception(self, request, exception):
+        """Database unreachable, restarting or locked: a 503 a participant understands, not a traceback.
+
+        The view's transaction has been rolled back by the time we get here, so nothing was half-written;
+        reloading later is safe because answers are idempotent. Lives in this (already installed) middleware
+        so that the page needs no settings change; rendered without a request, so it touches no database.
+        """
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        logger.error("database unavailable during %s %s: %s", request.method, request.path, exception)
+        response = HttpResponse(render_to_string("503.html"), status=503)
+        response["Retry-After"] = str(self.RETRY_AFTER_SECONDS)
         return response

@@ -16,6 +16,7 @@ from studyapp.selectors.participants import (
     assignment_get_for_participant,
     participant_get,
     participant_get_by_external_id,
+    participant_get_in_study,
     shot_example_get_for_participant,
     trial_page,
 )
@@ -48,18 +49,18 @@ def _study(study_code: uuid.UUID) -> Study:
         raise Http404("no such study") from None
 
 
-def _cookie_name(study: Study) -> str:
-    return f"participant_{study.code.hex}"
+def _cookie_name(study_code: uuid.UUID) -> str:
+    return f"participant_{study_code.hex}"
 
 
 def _cookie_participant(request, study: Study) -> Participant | None:
-    code = request.get_signed_cookie(_cookie_name(study), default=None, salt=_COOKIE_SALT, max_age=_COOKIE_MAX_AGE)
+    code = request.get_signed_cookie(_cookie_name(study.code), default=None, salt=_COOKIE_SALT, max_age=_COOKIE_MAX_AGE)
     return participant_get(study=study, code=code)
 
 
 def _bind(response, study: Study, participant: Participant):
     response.set_signed_cookie(
-        _cookie_name(study), str(participant.code), salt=_COOKIE_SALT, max_age=_COOKIE_MAX_AGE,
+        _cookie_name(study.code), str(participant.code), salt=_COOKIE_SALT, max_age=_COOKIE_MAX_AGE,
         path=f"{settings.PARTICIPANT_URL_PREFIX}{study.code}/", secure=settings.SESSION_COOKIE_SECURE,
         httponly=True, samesite="Lax",
     )
@@ -68,6 +69,15 @@ def _bind(response, study: Study, participant: Participant):
 
 def _require_participant(request, study: Study) -> Participant:
     participant = _cookie_participant(request, study)
+    if participant is None:
+        raise Http404("no participant")
+    return participant
+
+
+def _image_viewer(request, study_code: uuid.UUID) -> Participant:
+    """The participant asking for an image, found with the study in one query; 404 for anyone else."""
+    code = request.get_signed_cookie(_cookie_name(study_code), default=None, salt=_COOKIE_SALT, max_age=_COOKIE_MAX_AGE)
+    participant = participant_get_in_study(study_code=study_code, code=code)
     if participant is None:
         raise Http404("no participant")
     return participant
@@ -186,8 +196,7 @@ def _answer(request, study: Study, assignment: Assignment):
 
 @require_GET
 def trial_image(request, study_code, assignment_code):
-    study = _study(study_code)
-    participant = _require_participant(request, study)
+    participant = _image_viewer(request, study_code)
     try:
         assignment = assignment_get_for_participant(participant=participant, code=assignment_code)
     except Assignment.DoesNotExist:
@@ -198,8 +207,7 @@ def trial_image(request, study_code, assignment_code):
 
 @require_GET
 def example_image(request, study_code, example_code):
-    study = _study(study_code)
-    participant = _require_participant(request, study)
+    participant = _image_viewer(request, study_code)
     try:
         example = shot_example_get_for_participant(participant=participant, code=example_code)
     except ShotExample.DoesNotExist:

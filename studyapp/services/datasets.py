@@ -79,10 +79,20 @@ def _inside(root: Path, relative: str) -> Path | None:
     return candidate if candidate.is_relative_to(root.resolve()) else None
 
 
+def _read_text(path: Path) -> str:
+    """A text file as UTF-8 (a BOM is fine), or an error that says what to do."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetImportError(
+            f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from None
+
+
 def _read_classes_file(path: Path) -> list[tuple[str, str]]:
     """One class per line, in index order: `name` or `name,prompt name`."""
     classes = []
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
+    for line in _read_text(path).splitlines():
         if line.strip() and not line.startswith("#"):
             name, _, prompt = line.partition(",")
             classes.append((name.strip(), prompt.strip() or name.strip()))
@@ -118,6 +128,10 @@ def plan_folder(*, root: Path, test_fraction: float = 0.5) -> ImportPlan:
             if not files:
                 problems.append(f"{class_dir.relative_to(root)}/: empty class folder (no images)")
             for f in files:
+                if not f.resolve().is_relative_to(root.resolve()):
+                    # Like the CSV importer: nothing outside the dataset root is ever read.
+                    problems.append(f"{f.relative_to(root)}: a link that leaves the dataset root; refused")
+                    continue
                 images.append(SourceImage(str(f.relative_to(root)), f, class_dir.name, split))
     if not has_splits:
         images = _deterministic_split(images, test_fraction)
@@ -127,17 +141,24 @@ def plan_folder(*, root: Path, test_fraction: float = 0.5) -> ImportPlan:
     return ImportPlan(classes=classes, images=images, problems=problems)
 
 
+def _csv_rows(reader: csv.DictReader, csv_path: Path):
+    """(line number, row) pairs; a row the csv module cannot parse (e.g. a field over its 128 KiB limit)
+    is an import error, not a crash."""
+    line_no = 1
+    try:
+        for row in reader:
+            line_no = reader.line_num
+            yield line_no, row
+    except csv.Error as exc:
+        raise DatasetImportError(f"{csv_path.name}: line {line_no + 1}: not a valid CSV row ({exc})") from None
+
+
 def plan_csv(*, csv_path: Path, images_root: Path | None = None) -> ImportPlan:
     """`filename,label_name[,split]`; filenames relative to images_root (default: the CSV's
     folder, or its `images/` subfolder when that exists). Nothing outside the root is ever read."""
     if images_root is None:
         images_root = csv_path.parent / "images" if (csv_path.parent / "images").is_dir() else csv_path.parent
-    try:
-        text = csv_path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DatasetImportError(
-            f"{csv_path.name}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
-        ) from None
+    text = _read_text(csv_path)
     reader = csv.DictReader(io.StringIO(text))
     columns = [c.strip() for c in reader.fieldnames or []]
     missing = {"filename", "label_name"} - set(columns)
@@ -148,8 +169,11 @@ def plan_csv(*, csv_path: Path, images_root: Path | None = None) -> ImportPlan:
         )
     reader.fieldnames = columns
     images, problems, class_order = [], [], {}
-    for line_no, row in enumerate(reader, start=2):
+    for line_no, row in _csv_rows(reader, csv_path):
         name = (row.get("filename") or "").strip()
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            problems.append(f"line {line_no}: the file name contains control characters; refused")
+            continue
         label = (row.get("label_name") or "").strip()
         split = (row.get("split") or "").strip()
         path = _inside(images_root, name)
@@ -181,11 +205,8 @@ def plan_oxford_pets(*, root: Path) -> ImportPlan:
     if not (annotations / "list.txt").is_file() or not (root / "images").is_dir():
         raise DatasetImportError(f"{root}: not the Oxford-IIIT Pet layout (need images/ and annotations/list.txt)")
     class_by_id: dict[int, str] = {}
-    for line in (annotations / "list.txt").read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        stem, class_id, *_ = line.split()
-        class_by_id.setdefault(int(class_id), stem.rsplit("_", 1)[0])
+    for stem, class_id in _pets_list(annotations / "list.txt"):
+        class_by_id.setdefault(class_id, stem.rsplit("_", 1)[0])
     if sorted(class_by_id) != list(range(1, len(class_by_id) + 1)):
         raise DatasetImportError("annotations/list.txt: class ids are not 1..N")
     split_of: dict[str, tuple[str, int]] = {}
@@ -193,10 +214,8 @@ def plan_oxford_pets(*, root: Path) -> ImportPlan:
         path = annotations / filename
         if not path.is_file():
             raise DatasetImportError(f"annotations/{filename} is missing")
-        for line in path.read_text().splitlines():
-            if line.strip() and not line.startswith("#"):
-                stem, class_id, *_ = line.split()
-                split_of[stem] = (split, int(class_id))
+        for stem, class_id in _pets_list(path):
+            split_of[stem] = (split, class_id)
     images, absent = [], 0
     for stem, (split, class_id) in sorted(split_of.items()):
         path = root / "images" / f"{stem}.jpg"
@@ -213,6 +232,20 @@ def plan_oxford_pets(*, root: Path) -> ImportPlan:
     if unlisted:
         notes.append(f"{unlisted} image(s) in images/ are in neither trainval.txt nor test.txt and were left out")
     return ImportPlan(classes=classes, images=images, notes=notes)
+
+
+def _pets_list(path: Path) -> list[tuple[str, int]]:
+    """(image stem, class id) per line of an official list file; a malformed line is named, not a crash."""
+    out = []
+    for line_no, line in enumerate(_read_text(path).splitlines(), start=1):
+        if line.startswith("#") or not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) < 2 or not fields[1].isdigit():
+            raise DatasetImportError(f"annotations/{path.name} line {line_no}: expected `IMAGE CLASS-ID SPECIES "
+                                     f"BREED-ID`, found {line[:80]!r}")
+        out.append((fields[0], int(fields[1])))
+    return out
 
 
 def pets_download(*, dest: Path, timeout: float = 10.0) -> Path:

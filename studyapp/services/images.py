@@ -54,7 +54,10 @@ def image_normalise(*, raw: bytes, max_side: int | None = None, min_side: int | 
     image = ImageOps.exif_transpose(image)
     if min(image.size) < min_side:
         raise ImageRejected(f"image too small ({image.width}×{image.height}; shortest side must be ≥ {min_side} px)")
-    image = image.convert("RGB")
+    image = image.convert("RGB")  # a new image, with a copy of the source's info
+    # Pillow's JPEG writer still copies info["comment"] into a COM segment (a JPEG or GIF comment can
+    # hold markup or a file name): keep nothing but the pixels.
+    image.info.clear()
     if max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     out = io.BytesIO()

@@ -57,14 +57,20 @@ def join_rate_allow(*, study: Study, client: str, per_minute: int) -> bool:
     """
     cache = caches["ratelimit"]
     key = f"studyapp:join-rate:{study.code}:{client}"
-    # add() starts a 60-second window; incr() keeps that window's expiry.
-    if cache.add(key, 1, timeout=60):
-        return True
-    try:
-        return cache.incr(key) <= per_minute
-    except ValueError:  # the window expired between add() and incr(): this one opens the next
-        cache.add(key, 1, timeout=60)
-        return True
+    # The database cache's incr() is a read then a write: concurrent joins could both read n and both
+    # write n + 1, slipping past the limit. Queue the check behind a lock on the study row (no_key: it
+    # does not block inserts that reference the study); the cache table is in the same database, so
+    # its read and write run inside this transaction. SQLite's IMMEDIATE transactions serialise anyway.
+    with transaction.atomic():
+        list(Study.objects.select_for_update(no_key=True).filter(pk=study.pk).values_list("pk", flat=True))
+        # add() starts a 60-second window; incr() keeps that window's expiry.
+        if cache.add(key, 1, timeout=60):
+            return True
+        try:
+            return cache.incr(key) <= per_minute
+        except ValueError:  # the window expired between add() and incr(): this one opens the next
+            cache.add(key, 1, timeout=60)
+            return True
 
 
 def participant_join(

@@ -1,0 +1,1 @@
+from tests.faults.servers import gunicorn_server  # noqa: F401  (fixture)

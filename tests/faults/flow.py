@@ -1,0 +1,35 @@
+"""Small steps of the participant flow over HTTP (a ParticipantBrowser against a real server)."""
+
+import re
+from urllib.parse import urlencode
+
+from benchmarks.load_participants import Page, ParticipantBrowser
+
+_CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+_ENROL = re.compile(r'name="enrol" value="([^"]+)"')
+_TRIAL = re.compile(r"^/s/[0-9a-f-]{36}/t/([0-9a-f-]{36})$")
+
+
+def form_token(page: Page) -> str:
+    return _CSRF.search(page.html)[1]
+
+
+def offered_choices(page: Page) -> list[str]:
+    return re.findall(r'name="choice" value="([^"]+)"', page.html)
+
+
+def trial_code(page: Page) -> str | None:
+    match = _TRIAL.match(page.path)
+    return match[1] if match else None
+
+
+def first_trial(browser: ParticipantBrowser, study, *, external_id: str) -> Page:
+    """Join with an external id, consent, leave the instructions: the first trial page."""
+    join = f"/s/{study.code}/join?{urlencode({'pid': external_id})}"
+    page = browser.get(join)
+    assert page.status == 200, (page.status, page.path)
+    page = browser.follow(browser.post(join, {"csrfmiddlewaretoken": form_token(page),
+                                              "enrol": _ENROL.search(page.html)[1], "decision": "accept"}))
+    page = browser.follow(browser.post(f"/s/{study.code}/instructions", {"csrfmiddlewaretoken": form_token(page)}))
+    assert trial_code(page), (page.status, page.path)
+    return page

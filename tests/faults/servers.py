@@ -1,0 +1,55 @@
+"""Real servers for the fault and security tests: gunicorn (as `./run demo` starts it) on the test database.
+
+The test process and the gunicorn workers share the test database (a SQLite file, or the PostgreSQL
+test database), so tests using these fixtures need django_db(transaction=True): data must be committed
+for the workers to see it, and the fixture stops the server before the database is flushed.
+"""
+
+import os
+
+import pytest
+from django.conf import settings
+from django.db import connection, connections
+
+from benchmarks.load_participants import LOOPBACK, Gunicorn, free_port
+
+
+def database_url() -> str:
+    """The test database as a DATABASE_URL for another process."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or LOOPBACK}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def server_env(tmp_path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "HTTPS", "DATABASE_URL")}
+    env.update({
+        "DATABASE_URL": database_url(), "VAR_DIR": str(tmp_path / "var"), "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        # The test process's key, so that both sides agree on signed cookies and tokens.
+        "SECRET_KEY": settings.SECRET_KEY, "DEBUG": "0", "LOG_LEVEL": "WARNING",
+        # Unless a test says otherwise: a port nothing listens on, so any use of Redis would fail loudly.
+        "REDIS_URL": f"redis://{LOOPBACK}:{free_port()}/0",
+        "STUDY_JOIN_RATE_PER_MINUTE": "100000",
+    })
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def gunicorn_server(transactional_db, tmp_path):
+    """start(workers=, threads=, **env) → a running Gunicorn on a free loopback port; stopped afterwards."""
+    started: list[Gunicorn] = []
+
+    def start(*, workers: int = 2, threads: int = 2, **env: str) -> Gunicorn:
+        # The workers open their own connections: commit what the test wrote and let go of the file.
+        connections.close_all()
+        server = Gunicorn(env=server_env(tmp_path, **env), log_dir=tmp_path / "log", workers=workers, threads=threads,
+                          access_log=False)
+        started.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,106 @@
+"""The join endpoint is rate-limited per address and study: a script cannot fill a study with junk participants."""
+
+import re
+import threading
+import time
+import uuid
+
+import pytest
+from django.core.cache.backends.db import DatabaseCache
+from django.db import connections
+from django.test import Client
+
+from benchmarks.load_participants import ParticipantBrowser
+from studyapp.models import Participant
+from tests.factories import make_dataset, make_study
+from tests.studyapp.test_participants_flow import consent, join_url
+
+_ENROL = re.compile(r'name="enrol" value="([^"]+)"')
+_CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+def small_study():
+    return make_study(dataset=make_dataset(n_classes=2, test_per_class=1), items_per_participant=1)
+
+
+@pytest.mark.django_db
+def test_the_limit_counts_new_enrolments_per_address_and_study_only(settings):
+    settings.STUDY_JOIN_RATE_PER_MINUTE = 2
+    study, other_study = small_study(), small_study()
+    first = Client(REMOTE_ADDR="203.0.113.7")
+    assert consent(first, study).status_code == 200
+    assert consent(Client(REMOTE_ADDR="203.0.113.7"), study).status_code == 200
+    refused = consent(Client(REMOTE_ADDR="203.0.113.7"), study)
+    assert refused.status_code == 429 and refused["Retry-After"] == "60"
+    assert "Please wait a moment" in refused.content.decode()
+    assert Participant.objects.filter(study=study).count() == 2
+    # Another address, and the same address on another study, are not affected.
+    assert consent(Client(REMOTE_ADDR="198.51.100.1"), study).status_code == 200
+    assert consent(Client(REMOTE_ADDR="203.0.113.7"), other_study).status_code == 200
+    # A participant who is already enrolled resumes freely: only new enrolments count.
+    assert first.get(join_url(study), follow=True).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_joins_cannot_slip_past_the_limit_between_reading_and_writing_the_counter(settings, monkeypatch):
+    # A slow cache read widens the gap between reading the counter and writing it back: without the
+    # check being serialised, joins arriving together all read the same count and all get in.
+    settings.STUDY_JOIN_RATE_PER_MINUTE = 3
+    study = small_study()
+    original_get = DatabaseCache.get
+
+    def slow_get(self, *args, **kwargs):
+        time.sleep(0.15)
+        return original_get(self, *args, **kwargs)
+
+    monkeypatch.setattr(DatabaseCache, "get", slow_get)
+    statuses: list[int] = []
+
+    def one() -> None:
+        try:
+            statuses.append(consent(Client(REMOTE_ADDR="203.0.113.9"), study).status_code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(statuses) == [200] * 3 + [429] * 5
+    assert Participant.objects.filter(study=study).count() == 3
+
+
+def _consent_over_http(base_url: str, study) -> int:
+    browser = ParticipantBrowser(base_url=base_url)
+    join = f"/s/{study.code}/join?pid=burst-{uuid.uuid4()}"
+    page = browser.get(join)
+    return browser.post(join, {"csrfmiddlewaretoken": _CSRF.search(page.html)[1],
+                               "enrol": _ENROL.search(page.html)[1], "decision": "accept"}).status
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+def test_the_limit_holds_across_web_workers_and_against_a_concurrent_burst(gunicorn_server):
+    # Every request comes from 127.0.0.1. The counter lives in the database cache, so three worker
+    # processes share it; twenty joins fired at once must still enrol at most five.
+    study = small_study()
+    server = gunicorn_server(workers=3, threads=2, STUDY_JOIN_RATE_PER_MINUTE="5")
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        status = _consent_over_http(server.url, study)
+        with lock:
+            statuses.append(status)
+
+    threads = [threading.Thread(target=one) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    enrolled = Participant.objects.filter(study=study).count()
+    assert sorted(set(statuses)) == [302, 429]
+    assert enrolled == statuses.count(302) and enrolled <= 5
+    # Sequentially afterwards: still refused within the minute.
+    assert _consent_over_http(server.url, study) == 429
