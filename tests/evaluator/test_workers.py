@@ -31,7 +31,7 @@ def chunks_done(run) -> int:
     return ScoringChunk.objects.filter(run=run, status=ScoringChunk.Status.DONE).count()
 
 
-def wait_until_finished(run, *, timeout: float = 60, workers=()) -> str:
+def wait_until_finished(run, *, timeout: float = 180, workers=()) -> str:
     def finished():
         return status(run) in ("done", "failed", "cancelled")
 
