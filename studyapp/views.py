@@ -11,13 +11,15 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from studyapp.forms import AnswerForm, ConsentForm, JoinLinkForm
-from studyapp.models import Assignment, Participant, ShotExample, Study
+from studyapp.models import Assignment, Participant, Study
 from studyapp.selectors.participants import (
+    ImageViewer,
     assignment_get_for_participant,
+    example_image_path,
+    image_viewer_get,
     participant_get,
     participant_get_by_external_id,
-    participant_get_in_study,
-    shot_example_get_for_participant,
+    trial_image_path,
     trial_page,
 )
 from studyapp.selectors.studies import StudyNotFound, study_get_by_code
@@ -74,13 +76,13 @@ def _require_participant(request, study: Study) -> Participant:
     return participant
 
 
-def _image_viewer(request, study_code: uuid.UUID) -> Participant:
-    """The participant asking for an image, found with the study in one query; 404 for anyone else."""
+def _image_viewer(request, study_code: uuid.UUID) -> ImageViewer:
+    """Who asks for an image, without loading the study (a page requests dozens); 404 for a stranger."""
     code = request.get_signed_cookie(_cookie_name(study_code), default=None, salt=_COOKIE_SALT, max_age=_COOKIE_MAX_AGE)
-    participant = participant_get_in_study(study_code=study_code, code=code)
-    if participant is None:
+    viewer = image_viewer_get(study_code=study_code, code=code)
+    if viewer is None:
         raise Http404("no participant")
-    return participant
+    return viewer
 
 
 def _go(study: Study, participant: Participant, step=None):
@@ -196,23 +198,19 @@ def _answer(request, study: Study, assignment: Assignment):
 
 @require_GET
 def trial_image(request, study_code, assignment_code):
-    participant = _image_viewer(request, study_code)
-    try:
-        assignment = assignment_get_for_participant(participant=participant, code=assignment_code)
-    except Assignment.DoesNotExist:
-        raise Http404("no such image") from None
+    relative_path = trial_image_path(viewer=_image_viewer(request, study_code), code=assignment_code)
+    if relative_path is None:
+        raise Http404("no such image")
     # Bytes, not FileResponse: that would name the content-hashed file in Content-Disposition.
-    return HttpResponse(image_path(relative_path=assignment.item.image).read_bytes(), content_type="image/jpeg")
+    return HttpResponse(image_path(relative_path=relative_path).read_bytes(), content_type="image/jpeg")
 
 
 @require_GET
 def example_image(request, study_code, example_code):
-    participant = _image_viewer(request, study_code)
-    try:
-        example = shot_example_get_for_participant(participant=participant, code=example_code)
-    except ShotExample.DoesNotExist:
-        raise Http404("no such example") from None
-    response = HttpResponse(image_path(relative_path=example.item.image).read_bytes(), content_type="image/jpeg")
+    relative_path = example_image_path(viewer=_image_viewer(request, study_code), code=example_code)
+    if relative_path is None:
+        raise Http404("no such example")
+    response = HttpResponse(image_path(relative_path=relative_path).read_bytes(), content_type="image/jpeg")
     # Labelled by design and the same on every trial page: let the browser keep them.
     response["Cache-Control"] = "private, max-age=86400"
     return response

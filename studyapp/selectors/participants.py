@@ -17,15 +17,75 @@ def participant_get(*, study: Study, code: str | uuid.UUID | None) -> Participan
         return None
 
 
-def participant_get_in_study(*, study_code: uuid.UUID, code: str | uuid.UUID | None) -> Participant | None:
-    """The participant with that code in the study with that public code: one query (study joined), for
-    the image views, which a page requests dozens of times and which need nothing else of the study."""
-    if not code:
-        return None
+@dataclass(frozen=True)
+class ImageViewer:
+    """Who is asking for an image: only what is fixed once a participant has joined (consent, condition)."""
+
+    participant_id: int
+    study_id: int
+    consent_given: bool
+    between: bool
+    condition_id: int | None
+
+
+# Process-local caches of facts that never change, for the image views: a trial page pulls up to 74
+# example images, so per-image queries were a third of all queries under load (docs/load.md). Keys are
+# random public codes; values hold no label. Cleared when full, so memory stays bounded.
+_CACHE_LIMIT = 20_000
+_viewers: dict[tuple[uuid.UUID, uuid.UUID], ImageViewer] = {}
+_examples: dict[uuid.UUID, tuple[int, int, str]] = {}
+
+
+def _remember(cache: dict, key, value) -> None:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+
+
+def image_viewer_get(*, study_code: uuid.UUID, code: str | uuid.UUID | None) -> ImageViewer | None:
+    """The participant with that code in the study with that public code; cached once found (a
+    participant's consent and condition are set when they join and never change)."""
     try:
-        return Participant.objects.select_related("study").get(study__code=study_code, code=uuid.UUID(str(code)))
-    except (ValueError, Participant.DoesNotExist):
+        key = (study_code, uuid.UUID(str(code)))
+    except ValueError:
         return None
+    viewer = _viewers.get(key)
+    if viewer is None:
+        row = (Participant.objects.filter(study__code=study_code, code=key[1])
+               .values_list("pk", "study_id", "consent", "study__design", "condition_id").first())
+        if row is None:
+            return None  # not cached: nothing to remember about a stranger
+        pk, study_id, consent, design, condition_id = row
+        viewer = ImageViewer(participant_id=pk, study_id=study_id, consent_given=consent == Participant.Consent.GIVEN,
+                             between=design == Study.Design.BETWEEN, condition_id=condition_id)
+        _remember(_viewers, key, viewer)
+    return viewer
+
+
+def trial_image_path(*, viewer: ImageViewer, code: uuid.UUID) -> str | None:
+    """The stored image of the viewer's own trial; None for anyone else's (it must look like no trial at all)."""
+    return Assignment.objects.filter(participant_id=viewer.participant_id, code=code).values_list(
+        "item__image", flat=True).first()
+
+
+def example_image_path(*, viewer: ImageViewer, code: uuid.UUID) -> str | None:
+    """The stored image of a shot example of one of the viewer's conditions (participant_conditions()
+    as a check), else None. Examples are frozen once their study is open, so they are cached then."""
+    target = _examples.get(code)
+    if target is None:
+        row = ShotExample.objects.filter(code=code).values_list(
+            "condition_id", "condition__study_id", "item__image", "condition__study__status").first()
+        if row is None:
+            return None
+        target = row[:3]
+        if row[3] != Study.Status.DRAFT:
+            _remember(_examples, code, target)
+    condition_id, study_id, image = target
+    if not viewer.consent_given or study_id != viewer.study_id:
+        return None
+    if viewer.between and condition_id != viewer.condition_id:
+        return None
+    return image
 
 
 def participant_get_by_external_id(*, study: Study, external_id: str) -> Participant | None:
@@ -46,19 +106,6 @@ def assignment_get_for_participant(*, participant: Participant, code: uuid.UUID)
     assignment = Assignment.objects.select_related("condition__study", "item").get(participant=participant, code=code)
     assignment.participant = participant  # known already: the trial page's progress needs no second fetch
     return assignment
-
-
-def shot_example_get_for_participant(*, participant: Participant, code: uuid.UUID) -> ShotExample:
-    """Raises ShotExample.DoesNotExist unless the example belongs to one of the participant's conditions.
-
-    The same conditions as participant_conditions(), as a filter: one query per example image.
-    """
-    examples = ShotExample.objects.select_related("item").filter(code=code)
-    if participant.consent != Participant.Consent.GIVEN:
-        return examples.none().get()
-    if participant.study.design == Study.Design.BETWEEN:
-        return examples.get(condition_id=participant.condition_id)  # None matches nothing
-    return examples.get(condition__study_id=participant.study_id)
 
 
 @dataclass(frozen=True)
