@@ -1,8 +1,9 @@
 """Load test: N simulated participants through the real HTTP flow against gunicorn, on SQLite and PostgreSQL.
 
     .venv/bin/python benchmarks/load_participants.py                      # both databases, 100 participants
-    .venv/bin/python benchmarks/load_participants.py --db postgres -n 100 --think-ms 2000
-    .venv/bin/python benchmarks/load_participants.py --db sqlite --workers 3 --threads 2 --json out.json
+    .venv/bin/python benchmarks/load_participants.py --db postgres --pg-socket --workers 2 --threads 2
+    .venv/bin/python benchmarks/load_participants.py --db sqlite -n 200 --think-ms 1000 --json out.json
+    .venv/bin/python benchmarks/load_participants.py --nice -10 --wait-quiet 600    # on a shared machine
 
 For each database it builds a throwaway world under /tmp (VAR_DIR with its own SQLite file or a
 PostgreSQL 15 cluster, media, secret key), imports the demo data (../shared/data via the demo set-up,
@@ -10,8 +11,11 @@ else a generated 37-class dataset), creates a within-subjects study (zero/one/tw
 just big enough for every participant, starts gunicorn the way `./run demo` does (several workers,
 gthread) on a free 127.0.0.1 port, and runs the participants from a thread pool. Each participant
 behaves like a browser: join → consent → instructions → for every trial the page, its image and,
-once per condition, the shot examples; a think time (log-normal) before each answer. Redirects are
-followed by hand so that every request is timed under its own kind.
+once per condition, the shot examples; a think time (log-normal, median --think-ms) before each
+answer; participants arrive spread over --ramp-seconds. Redirects are followed by hand so that every
+request is timed under its own kind: client-observed latency (what a participant waits, queueing
+for a free worker included) next to the server-side time of the same kind from gunicorn's access log
+(%(D)s), and the CPU share of client, gunicorn, PostgreSQL and everything else on the machine.
 
 Afterwards everything is stopped and the database is checked: every answer a participant submitted
 is stored exactly once with the submitted choice, nothing is stored that nobody submitted, no
@@ -573,7 +577,8 @@ def run_one(args) -> dict:
             with ThreadPoolExecutor(max_workers=args.concurrency or args.participants) as pool:
                 logs = list(pool.map(one, range(args.participants)))
             seconds = time.perf_counter() - load_started
-            cpu = {name: after - cpu_before[name] for name, after in _cpu_snapshot(server, cluster).items()}
+            # Clamped: "other" is a difference of counters sampled a moment apart and can dip below zero.
+            cpu = {name: max(0.0, after - cpu_before[name]) for name, after in _cpu_snapshot(server, cluster).items()}
         server_side = _access_log_latencies(server.access_log)
         problems = verify_answers(study=study, logs=logs)
         answers = sum(len(log.submitted) for log in logs)

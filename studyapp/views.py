@@ -97,6 +97,15 @@ def _go(study: Study, participant: Participant, step=None):
     return redirect(names[step.step], study_code=study.code)
 
 
+def _client_address(request) -> str:
+    """The participant's address: behind our one trusted proxy, the entry it appended to
+    X-Forwarded-For (earlier entries come from the client and can be forged); else the peer."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if settings.BEHIND_PROXY and forwarded:
+        return forwarded.rsplit(",", 1)[-1].strip()[:64]
+    return request.META.get("REMOTE_ADDR", "")
+
+
 def _closed(request, study: Study):
     status = 410 if study.status == Study.Status.CLOSED else 404
     return render(request, "studyapp/closed.html", {"study": study}, status=status)
@@ -122,7 +131,7 @@ def join(request, study_code):
     if form is None or not form.is_valid():
         token = ConsentForm.enrol_token(code=str(uuid.uuid4()))
         return render(request, "studyapp/consent.html", {"study": study, "enrol": token, "form": form})
-    if not join_rate_allow(study=study, client=request.META.get("REMOTE_ADDR", ""),
+    if not join_rate_allow(study=study, client=_client_address(request),
                            per_minute=settings.STUDY_JOIN_RATE_PER_MINUTE):
         response = render(request, "studyapp/rate_limited.html", {"study": study}, status=429)
         response["Retry-After"] = "60"
@@ -193,7 +202,9 @@ def _answer(request, study: Study, assignment: Assignment):
     if outcome.refused:
         messages.info(request, "Sorry, that image timed out and went to someone else, so your answer was not needed. "
                                "Here is the next one.")
-    return redirect("studyapp:next", study_code=study.code)
+    # Straight to wherever the participant goes next (as /next would): one round trip less per answer,
+    # a fifth of the requests under load (docs/load.md).
+    return _go(study, assignment.participant)
 
 
 @require_GET

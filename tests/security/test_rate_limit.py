@@ -41,6 +41,29 @@ def test_the_limit_counts_new_enrolments_per_address_and_study_only(settings):
     assert first.get(join_url(study), follow=True).status_code == 200
 
 
+@pytest.mark.django_db
+def test_behind_the_proxy_the_limit_counts_the_address_the_proxy_appended_not_one_the_client_forged(settings):
+    settings.STUDY_JOIN_RATE_PER_MINUTE = 1
+    settings.BEHIND_PROXY = True
+    study = small_study()
+    proxy = "10.0.0.2"  # every request reaches the app from the proxy
+    assert consent(Client(REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR="203.0.113.7"), study).status_code == 200
+    # Two different participants behind the same proxy are not one address.
+    assert consent(Client(REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR="198.51.100.1"), study).status_code == 200
+    # A forged first entry does not make a new address: the proxy's (last) entry is what counts.
+    forged = Client(REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR="192.0.2.99, 203.0.113.7")
+    assert consent(forged, study).status_code == 429
+    assert Participant.objects.filter(study=study).count() == 2
+
+
+@pytest.mark.django_db
+def test_without_a_proxy_a_client_sent_forwarded_header_is_ignored(settings):
+    settings.STUDY_JOIN_RATE_PER_MINUTE = 1
+    study = small_study()
+    assert consent(Client(REMOTE_ADDR="203.0.113.7", HTTP_X_FORWARDED_FOR="192.0.2.1"), study).status_code == 200
+    assert consent(Client(REMOTE_ADDR="203.0.113.7", HTTP_X_FORWARDED_FOR="192.0.2.2"), study).status_code == 429
+
+
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_joins_cannot_slip_past_the_limit_between_reading_and_writing_the_counter(settings, monkeypatch):
     # A slow cache read widens the gap between reading the counter and writing it back: without the
