@@ -124,70 +124,71 @@ def _stored(cluster: PgCluster) -> tuple[dict[str, str], int]:
     return dict(rows), half
 
 
-@pytest.mark.services
-def test_a_postgresql_restart_mid_study_shows_503_then_the_participant_carries_on_with_nothing_half_written(tmp_path):
+@pytest.fixture
+def pg_study(tmp_path):
+    """A throwaway PostgreSQL cluster with a small study in it: (cluster, server environment, study code)."""
     cluster = PgCluster(fsync=False)
     try:
         env = _manage_env(cluster, tmp_path)
         made = subprocess.run([sys.executable, "-c", _CREATE_STUDY], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=120)
         assert made.returncode == 0, made.stderr
-        study_code = made.stdout.split()[-1]
-        with Gunicorn(env=env, log_dir=tmp_path / "log", workers=2, threads=2, access_log=False) as server:
-            server.wait_ready()
-            browser = ParticipantBrowser(base_url=server.url)
-            log = ParticipantLog(external_id="restart-1")
-            study = type("StudyRef", (), {"code": study_code})
-            page = first_trial(browser, study, external_id=log.external_id)
-            choice = offered_choices(page)[0]
-            posted = browser.post(page.path, {"csrfmiddlewaretoken": form_token(page), "choice": choice})
-            assert posted.status == 302
-            log.submitted.append((trial_code(page), choice))
-            page = browser.follow(posted)
-
-            cluster.stop()
-            outage = [browser.get(page.path), browser.post(page.path, {"csrfmiddlewaretoken": form_token(page),
-                                                                         "choice": choice})]
-            for response in outage:
-                assert_friendly_503(response.status, response.html, response.headers)
-            cluster.start()
-
-            # After the restart the participant carries on, no retry needed (stale persistent connections
-            # are health-checked; see the quiet-restart test below).
-            browser.retries = 0
-            again = browser.post(page.path, {"csrfmiddlewaretoken": form_token(page), "choice": choice})
-            assert again.status == 302
-            log.submitted.append((trial_code(page), choice))
-            participant_flow(browser, study_code=study_code, rng=random.Random(3), log=log)
-            assert (log.outcome, log.error) == ("done", "")
-        stored, half_written = _stored(cluster)
-        assert half_written == 0
-        assert stored == dict(log.submitted), json.dumps([stored, log.submitted])
+        yield cluster, env, made.stdout.split()[-1]
     finally:
         cluster.destroy()
 
 
 @pytest.mark.services
-def test_after_a_quiet_postgresql_restart_the_first_request_reconnects_instead_of_failing(tmp_path):
+def test_a_postgresql_restart_mid_study_shows_503_then_the_participant_carries_on_with_nothing_half_written(
+    pg_study, tmp_path
+):
+    cluster, env, study_code = pg_study
+    with Gunicorn(env=env, log_dir=tmp_path / "log", workers=2, threads=2, access_log=False) as server:
+        server.wait_ready()
+        browser = ParticipantBrowser(base_url=server.url)
+        log = ParticipantLog(external_id="restart-1")
+        study = type("StudyRef", (), {"code": study_code})
+        page = first_trial(browser, study, external_id=log.external_id)
+        choice = offered_choices(page)[0]
+        posted = browser.post(page.path, {"csrfmiddlewaretoken": form_token(page), "choice": choice})
+        assert posted.status == 302
+        log.submitted.append((trial_code(page), choice))
+        page = browser.follow(posted)
+
+        cluster.stop()
+        outage = [browser.get(page.path), browser.post(page.path, {"csrfmiddlewaretoken": form_token(page),
+                                                                     "choice": choice})]
+        for response in outage:
+            assert_friendly_503(response.status, response.html, response.headers)
+        cluster.start()
+
+        # After the restart the participant carries on, no retry needed (stale persistent connections
+        # are health-checked; see the quiet-restart test below).
+        browser.retries = 0
+        again = browser.post(page.path, {"csrfmiddlewaretoken": form_token(page), "choice": choice})
+        assert again.status == 302
+        log.submitted.append((trial_code(page), choice))
+        participant_flow(browser, study_code=study_code, rng=random.Random(3), log=log)
+        assert (log.outcome, log.error) == ("done", "")
+    stored, half_written = _stored(cluster)
+    assert half_written == 0
+    assert stored == dict(log.submitted), json.dumps([stored, log.submitted])
+
+
+@pytest.mark.services
+def test_after_a_quiet_postgresql_restart_the_first_request_reconnects_instead_of_failing(pg_study, tmp_path):
     # One worker thread holding a persistent connection that died with the server while nobody was
     # asking: without the health check at the start of the request, that request would be a 503.
-    cluster = PgCluster(fsync=False)
-    try:
-        env = _manage_env(cluster, tmp_path)
-        made = subprocess.run([sys.executable, "-c", _CREATE_STUDY], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=120)
-        assert made.returncode == 0, made.stderr
-        study = type("StudyRef", (), {"code": made.stdout.split()[-1]})
-        with Gunicorn(env=env, log_dir=tmp_path / "log", workers=1, threads=1, access_log=False) as server:
-            server.wait_ready()
-            browser = ParticipantBrowser(base_url=server.url)
-            page = first_trial(browser, study, external_id="quiet-restart")
-            cluster.stop()
-            cluster.start()
-            again = browser.get(page.path)
-            assert (again.status, trial_code(again)) == (200, trial_code(page))
-    finally:
-        cluster.destroy()
+    cluster, env, study_code = pg_study
+    study = type("StudyRef", (), {"code": study_code})
+    with Gunicorn(env=env, log_dir=tmp_path / "log", workers=1, threads=1, access_log=False) as server:
+        server.wait_ready()
+        browser = ParticipantBrowser(base_url=server.url)
+        page = first_trial(browser, study, external_id="quiet-restart")
+        cluster.stop()
+        cluster.start()
+        again = browser.get(page.path)
+        assert (again.status, trial_code(again)) == (200, trial_code(page))
 
 
 @pytest.mark.django_db
