@@ -140,6 +140,9 @@ STUDY_IMAGE_MAX_SIDE = env_int("STUDY_IMAGE_MAX_SIDE", 512, minimum=64)
 STUDY_IMAGE_MIN_SIDE = env_int("STUDY_IMAGE_MIN_SIDE", 32, minimum=1)
 STUDY_IMAGE_MAX_PIXELS = env_int("STUDY_IMAGE_MAX_PIXELS", 40_000_000, minimum=1)
 STUDY_JOIN_RATE_PER_MINUTE = env_int("STUDY_JOIN_RATE_PER_MINUTE", 120, minimum=1)
+# Folders the admin's "Import a dataset" may read (comma-separated); empty: any path the web process
+# can read, which suits one researcher on their own machine, not a shared server.
+ADMIN_IMPORT_ROOTS = env_list("ADMIN_IMPORT_ROOTS", [])
 
 # Model scoring
 HUMANCLIP_CACHE = Path(env_str("HUMANCLIP_CACHE", str(Path.home() / ".cache" / "humanclip")))

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -27,6 +28,26 @@ class ImportForm(forms.Form):
     format = forms.ChoiceField(choices=Dataset.Format.choices)
     images_root = forms.CharField(max_length=1000, required=False, help_text="CSV only: folder filenames are relative to.")
     skip_bad = forms.BooleanField(required=False, help_text="Import what is valid and list what was skipped.")
+
+    def clean_path(self):
+        return _within_import_roots(self.cleaned_data["path"])
+
+    def clean_images_root(self):
+        return _within_import_roots(self.cleaned_data["images_root"]) if self.cleaned_data["images_root"] else ""
+
+
+def _within_import_roots(raw: str) -> str:
+    """The admin reads files on the server: with ADMIN_IMPORT_ROOTS set, only below those folders
+    (symlinks and `..` resolved first, so neither can lead out)."""
+    roots = [Path(root).resolve() for root in settings.ADMIN_IMPORT_ROOTS]
+    if not roots:
+        return raw
+    resolved = Path(raw).resolve()
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise forms.ValidationError(
+            "Imports from the admin are limited to " + ", ".join(str(r) for r in roots) + " (ADMIN_IMPORT_ROOTS)."
+        )
+    return str(resolved)  # the checked path itself, so a link swapped in afterwards cannot redirect the import
 
 
 class ClassLabelInline(admin.TabularInline):

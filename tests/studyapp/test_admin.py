@@ -34,9 +34,7 @@ def test_item_images_in_the_admin_are_for_staff_only(client, admin_client):
 
 
 def test_the_admin_imports_a_dataset_from_a_server_folder(admin_client, tmp_path):
-    for c in ("ants", "bees"):
-        for i in range(2):
-            write_image(tmp_path / c / f"{i}.jpg", seed=hash((c, i)) % 997, color=(10, 200, 30) if c == "ants" else (9, 9, 200))
+    two_class_folder(tmp_path)
     response = admin_client.post(reverse("admin:studyapp_dataset_import"),
                                  {"name": "insects", "path": str(tmp_path), "format": "folder"})
     assert response.status_code == 302
@@ -50,6 +48,35 @@ def test_the_admin_import_shows_the_problems_and_writes_nothing(admin_client, tm
                                  {"name": "insects", "path": str(tmp_path), "format": "folder"}, follow=True)
     assert "ants/broken.jpg" in response.content.decode()
     assert not Dataset.objects.exists()
+
+
+def two_class_folder(root: Path) -> Path:
+    for c in ("ants", "bees"):
+        for i in range(2):
+            write_image(root / c / f"{i}.jpg", seed=hash((c, i)) % 997, color=(10, 200, 30) if c == "ants" else (9, 9, 200))
+    return root
+
+
+def test_with_import_roots_set_the_admin_refuses_a_folder_outside_them_and_writes_nothing(admin_client, tmp_path, settings):
+    settings.ADMIN_IMPORT_ROOTS = [str(tmp_path / "datasets")]
+    outside = two_class_folder(tmp_path / "elsewhere")
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "link").symlink_to(outside)  # a link inside the root does not lead out
+    for path in (outside, tmp_path / "datasets" / "link", tmp_path / "datasets" / ".." / "elsewhere", Path("/etc")):
+        response = admin_client.post(reverse("admin:studyapp_dataset_import"),
+                                     {"name": "insects", "path": str(path), "format": "folder"})
+        assert response.status_code == 200, path  # the form again, with the reason
+        assert "limited to" in response.content.decode() and "ADMIN_IMPORT_ROOTS" in response.content.decode()
+    assert not Dataset.objects.exists()
+
+
+def test_with_import_roots_set_the_admin_imports_from_inside_them(admin_client, tmp_path, settings):
+    settings.ADMIN_IMPORT_ROOTS = [str(tmp_path / "other"), str(tmp_path / "datasets")]
+    inside = two_class_folder(tmp_path / "datasets" / "insects")
+    response = admin_client.post(reverse("admin:studyapp_dataset_import"),
+                                 {"name": "insects", "path": str(inside), "format": "folder"})
+    assert response.status_code == 302
+    assert Dataset.objects.get(name="insects").items.count() == 4
 
 
 def test_the_admin_opens_and_closes_studies(admin_client):
