@@ -143,6 +143,8 @@ STUDY_JOIN_RATE_PER_MINUTE = env_int("STUDY_JOIN_RATE_PER_MINUTE", 120, minimum=
 # Folders the admin's "Import a dataset" may read (comma-separated); empty: any path the web process
 # can read, which suits one researcher on their own machine, not a shared server.
 ADMIN_IMPORT_ROOTS = env_list("ADMIN_IMPORT_ROOTS", [])
+# Failed admin logins from one address within 15 minutes before its logins are refused unchecked.
+ADMIN_LOGIN_MAX_FAILURES = env_int("ADMIN_LOGIN_MAX_FAILURES", 10, minimum=1)
 
 # Model scoring
 HUMANCLIP_CACHE = Path(env_str("HUMANCLIP_CACHE", str(Path.home() / ".cache" / "humanclip")))

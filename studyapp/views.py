@@ -35,6 +35,7 @@ from studyapp.services.participants import (
     participant_start,
     response_submit,
 )
+from studyapp.throttle import client_address
 
 _COOKIE_SALT = "studyapp.participant"
 _COOKIE_MAX_AGE = 60 * 60 * 24 * 30
@@ -97,15 +98,6 @@ def _go(study: Study, participant: Participant, step=None):
     return redirect(names[step.step], study_code=study.code)
 
 
-def _client_address(request) -> str:
-    """The participant's address: behind our one trusted proxy, the entry it appended to
-    X-Forwarded-For (earlier entries come from the client and can be forged); else the peer."""
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    if settings.BEHIND_PROXY and forwarded:
-        return forwarded.rsplit(",", 1)[-1].strip()[:64]
-    return request.META.get("REMOTE_ADDR", "")
-
-
 def _closed(request, study: Study):
     status = 410 if study.status == Study.Status.CLOSED else 404
     return render(request, "studyapp/closed.html", {"study": study}, status=status)
@@ -131,7 +123,7 @@ def join(request, study_code):
     if form is None or not form.is_valid():
         token = ConsentForm.enrol_token(code=str(uuid.uuid4()))
         return render(request, "studyapp/consent.html", {"study": study, "enrol": token, "form": form})
-    if not join_rate_allow(study=study, client=_client_address(request),
+    if not join_rate_allow(study=study, client=client_address(request),
                            per_minute=settings.STUDY_JOIN_RATE_PER_MINUTE):
         response = render(request, "studyapp/rate_limited.html", {"study": study}, status=429)
         response["Retry-After"] = "60"

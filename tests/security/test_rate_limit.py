@@ -127,3 +127,22 @@ def test_the_limit_holds_across_web_workers_and_against_a_concurrent_burst(gunic
     assert enrolled == statuses.count(302) and enrolled <= 5
     # Sequentially afterwards: still refused within the minute.
     assert _consent_over_http(server.url, study) == 429
+
+
+@pytest.mark.django_db
+def test_admin_logins_from_an_address_with_too_many_failures_are_refused_without_checking_the_password(settings):
+    from django.contrib.auth.models import User
+
+    settings.ADMIN_LOGIN_MAX_FAILURES = 3
+    User.objects.create_superuser("boss", password="correct horse battery")
+    guesser = Client(REMOTE_ADDR="203.0.113.9")
+    for guess in ("123456", "password", "letmein"):
+        wrong = guesser.post("/admin/login/", {"username": "boss", "password": guess})
+        assert wrong.status_code == 200 and "Please enter the correct username and password" in wrong.content.decode()
+    refused = guesser.post("/admin/login/", {"username": "boss", "password": "correct horse battery"})
+    assert refused.status_code == 429 and refused["Retry-After"] == "900"
+    assert "_auth_user_id" not in guesser.session  # the right password from that address did not log in
+    # Another address is not affected, and a successful login is not a failure.
+    colleague = Client(REMOTE_ADDR="198.51.100.4")
+    assert colleague.post("/admin/login/", {"username": "boss", "password": "correct horse battery"}).status_code == 302
+    assert colleague.get("/admin/").status_code == 200
