@@ -3,9 +3,10 @@
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.signals import user_login_failed
-from django.core.cache import caches
 from django.dispatch import receiver
 from django.shortcuts import render
+
+from studyapp.services.ratelimit import rate_count, rate_peek
 
 _LOGIN_WINDOW_S = 15 * 60
 
@@ -25,22 +26,15 @@ def _failures_key(request) -> str:
 
 @receiver(user_login_failed)
 def _count_failure(sender, credentials, request=None, **kwargs) -> None:
-    if request is None:
-        return
-    cache = caches["ratelimit"]
-    # add() opens a 15-minute window, incr() keeps its expiry. Under a burst of parallel guesses the
-    # read-then-write count can lag by a few; the limit still caps guessing at a handful a minute.
-    if not cache.add(_failures_key(request), 1, timeout=_LOGIN_WINDOW_S):
-        try:
-            cache.incr(_failures_key(request))
-        except ValueError:
-            cache.add(_failures_key(request), 1, timeout=_LOGIN_WINDOW_S)
+    # Not serialised: under a burst of parallel guesses the count can lag by a few, which still caps
+    # guessing at a handful a minute.
+    if request is not None:
+        rate_count(key=_failures_key(request), window_s=_LOGIN_WINDOW_S)
 
 
 def admin_login(request, extra_context=None):
     """The admin login, refusing to check any password from an address with too many recent failures."""
-    failures = caches["ratelimit"].get(_failures_key(request), 0)
-    if request.method == "POST" and failures >= settings.ADMIN_LOGIN_MAX_FAILURES:
+    if request.method == "POST" and rate_peek(key=_failures_key(request)) >= settings.ADMIN_LOGIN_MAX_FAILURES:
         response = render(request, "admin/login_throttled.html", {**admin.site.each_context(request)}, status=429)
         response["Retry-After"] = str(_LOGIN_WINDOW_S)
         return response

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 
-from django.core.cache import caches
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
 from studyapp.models import IDK, Assignment, ClassLabel, Condition, Item, Participant, Response, ShotExample, Study
 from studyapp.selectors.participants import participant_conditions
+from studyapp.services.ratelimit import rate_count
 
 logger = logging.getLogger(__name__)
 
@@ -55,22 +55,14 @@ def join_rate_allow(*, study: Study, client: str, per_minute: int) -> bool:
     Keeps a script from filling a study with junk participants. The counter lives in the database
     cache ("ratelimit"), so the limit holds across web workers and needs no Redis.
     """
-    cache = caches["ratelimit"]
     key = f"studyapp:join-rate:{study.code}:{client}"
-    # The database cache's incr() is a read then a write: concurrent joins could both read n and both
-    # write n + 1, slipping past the limit. Queue the check behind a lock on the study row (no_key: it
-    # does not block inserts that reference the study); the cache table is in the same database, so
-    # its read and write run inside this transaction. SQLite's IMMEDIATE transactions serialise anyway.
+    # rate_count() is a read then a write: concurrent joins could both read n and both write n + 1,
+    # slipping past the limit. Queue the check behind a lock on the study row (no_key: it does not
+    # block inserts that reference the study); the cache table is in the same database, so its read
+    # and write run inside this transaction. SQLite's IMMEDIATE transactions serialise anyway.
     with transaction.atomic():
         list(Study.objects.select_for_update(no_key=True).filter(pk=study.pk).values_list("pk", flat=True))
-        # add() starts a 60-second window; incr() keeps that window's expiry.
-        if cache.add(key, 1, timeout=60):
-            return True
-        try:
-            return cache.incr(key) <= per_minute
-        except ValueError:  # the window expired between add() and incr(): this one opens the next
-            cache.add(key, 1, timeout=60)
-            return True
+        return rate_count(key=key, window_s=60) <= per_minute
 
 
 def participant_join(
