@@ -6,7 +6,8 @@ chunk is written (acks_late), a killed worker's message goes back to the queue (
 and Redis redelivers unacknowledged messages after the visibility timeout), each worker takes one message
 at a time (prefetch 1: a slow chunk never holds others hostage), and a worker keeps retrying the broker
 when Redis restarts. Values set here are not read from Django settings, except the CELERY_* ones that
-config.settings defines (broker/result URLs, always-eager) and the tunables named in evaluator.conf.
+config.settings defines (broker/result URLs, always-eager): this module is imported while the settings
+load, so its own tunables (SCORING_QUEUE, SCORING_VISIBILITY_TIMEOUT_S) come from the environment only.
 """
 
 import os

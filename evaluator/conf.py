@@ -1,5 +1,8 @@
 """The evaluator's tunables: a Django setting when present, else the environment, else a default.
 
+SCORING_QUEUE and SCORING_VISIBILITY_TIMEOUT_S are not here: evaluator.celery_app reads them from the
+environment (one source for the worker and for everything that asks about the queue).
+
 The environment fallback lets worker processes be tuned per machine (and tests tune the workers they
 start) without a settings change; a setting of the same name always wins.
 """
@@ -19,8 +22,6 @@ DEFAULTS: dict[str, float] = {
     # Per-chunk time limits (prefork pool only; the solo pool cannot interrupt a task).
     "SCORING_SOFT_TIME_LIMIT_S": 900,
     "SCORING_TIME_LIMIT_S": 960,
-    # Redis redelivers an unacknowledged message after this long; must exceed the longest chunk.
-    "SCORING_VISIBILITY_TIMEOUT_S": 3600,
     # Test-only: sleep this long inside every chunk so fault tests can interrupt a run mid-way.
     "SCORING_TEST_DELAY_S": 0,
     # Images per forward pass inside a chunk.
@@ -39,6 +40,3 @@ def setting(name: str) -> float:
             raise ValueError(f"{name}={raw!r} is not a number") from None
     return float(DEFAULTS[name])
 
-
-def scoring_queue() -> str:
-    return getattr(settings, "SCORING_QUEUE", None) or os.environ.get("SCORING_QUEUE", "") or "scoring"

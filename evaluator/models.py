@@ -88,6 +88,9 @@ class ScoringChunk(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     task_id = models.CharField(max_length=64, blank=True, help_text="Celery task that holds (or last held) the claim.")
+    task_retries = models.PositiveIntegerField(
+        default=0, help_text="The claiming task's retry number: a higher one is a retry, not a new attempt."
+    )
     worker = models.CharField(max_length=200, blank=True, help_text="node name:pid of the claiming worker.")
     queued_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
-from evaluator.conf import scoring_queue, setting
+from evaluator.celery_app import SCORING_QUEUE, app
+from evaluator.conf import setting
 from evaluator.models import ModelPrediction, ModelRun, ScoringChunk
 from studyapp.models import Condition, Item, Study, StudyItem
 
@@ -279,8 +280,6 @@ def _send(*, chunk_ids: list[int]) -> None:
 
 
 def _broker_label() -> str:
-    from evaluator.celery_app import app
-
     return re.sub(r"//[^@/]*@", "//***@", str(app.conf.broker_url))
 
 
@@ -312,10 +311,13 @@ def model_run_resume(*, run: ModelRun, retry_failed_items: bool = False) -> int:
     """Queue whatever is still missing (after a failure, a cancel or lost work); returns chunks queued.
 
     With ``retry_failed_items`` the items that got an error prediction (e.g. a corrupt image since
-    replaced) are deleted first and scored again.
+    replaced) are deleted first and scored again. A run still in progress is left alone (0): its
+    chunks are queued already, and the sweeper re-sends any whose message was lost.
     """
     with transaction.atomic():
         run = ModelRun.objects.select_for_update().get(pk=run.pk)
+        if run.status in ACTIVE and not retry_failed_items:
+            return 0
         if retry_failed_items:
             run.predictions.filter(predicted__isnull=True).delete()
         run.chunks.filter(status__in=[ScoringChunk.Status.PENDING, ScoringChunk.Status.FAILED]).delete()
@@ -352,18 +354,24 @@ def model_run_finish_if_complete(*, run_id: int) -> bool:
 # ---------------------------------------------------------------------------------------------- scoring
 
 
-def _claim(*, chunk_id: int, task_id: str, worker: str) -> ScoringChunk | None:
+def _claim(*, chunk_id: int, task_id: str, worker: str, retries: int) -> ScoringChunk | None:
     """Take the chunk if it is pending, orphaned (stale heartbeat), or already ours (a retry or a redelivery
-    of our own message after our worker died). Returns None when someone else has it or it is finished."""
+    of our own message after our worker died). Returns None when someone else has it or it is finished.
+
+    Every claim counts as an attempt (poison detection) except our own task's retry after a transient
+    error: Celery numbers retries, while a redelivery after a killed worker repeats the number."""
     now = timezone.now()
     stale = now - timedelta(seconds=setting("SCORING_STALE_S"))
     running = ScoringChunk.Status.RUNNING
     claimable = Q(status=ScoringChunk.Status.PENDING) | Q(status=running, heartbeat_at__lt=stale)
+    attempts = F("attempts") + 1
     if task_id:
         claimable |= Q(status=running, task_id=task_id)
+        own_retry = Q(status=running, task_id=task_id, task_retries__lt=retries)
+        attempts = Case(When(own_retry, then=F("attempts")), default=attempts)
     claimed = ScoringChunk.objects.filter(claimable, pk=chunk_id, run__status__in=ACTIVE).update(
-        status=running, task_id=task_id, worker=worker[:200], attempts=F("attempts") + 1, claimed_at=now,
-        heartbeat_at=now,
+        status=running, task_id=task_id, task_retries=retries, worker=worker[:200], claimed_at=now, heartbeat_at=now,
+        attempts=attempts,
     )
     if not claimed:
         return None
@@ -411,7 +419,7 @@ def _test_delay(heartbeat: _Heartbeat) -> None:
         heartbeat()
 
 
-def model_run_score_chunk(*, chunk_id: int, task_id: str = "", worker: str = "") -> str:
+def model_run_score_chunk(*, chunk_id: int, task_id: str = "", worker: str = "", retries: int = 0) -> str:
     """Score one chunk if this caller can claim it; returns "scored", "skipped" or "failed".
 
     Only (condition, item) pairs without a prediction are scored. An unusable image gives that item an
@@ -419,7 +427,7 @@ def model_run_score_chunk(*, chunk_id: int, task_id: str = "", worker: str = "")
     """
     from evaluator import scoring  # torch is imported only where models run
 
-    chunk = _claim(chunk_id=chunk_id, task_id=task_id, worker=worker or f"local:{os.getpid()}")
+    chunk = _claim(chunk_id=chunk_id, task_id=task_id, worker=worker or f"local:{os.getpid()}", retries=retries)
     if chunk is None:
         return "skipped"
     run = chunk.run
@@ -487,16 +495,15 @@ def _queue_size() -> int | None:
     """Messages waiting in the scoring queue; None when the broker cannot tell (then nothing is re-sent)."""
     from kombu.exceptions import ChannelError
 
-    from evaluator.celery_app import app
 
     try:
         with app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1)
-            return conn.default_channel.queue_declare(queue=scoring_queue(), passive=True).message_count
+            return conn.default_channel.queue_declare(queue=SCORING_QUEUE, passive=True).message_count
     except ChannelError:
         return 0  # Redis deletes an empty list: no key, no messages
     except Exception as exc:
-        logger.warning("cannot read the size of queue %r: %s", scoring_queue(), exc)
+        logger.warning("cannot read the size of queue %r: %s", SCORING_QUEUE, exc)
         return None
 
 

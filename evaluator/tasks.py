@@ -43,7 +43,8 @@ def worker_label(hostname: str | None) -> str:
     soft_time_limit=int(setting("SCORING_SOFT_TIME_LIMIT_S")), time_limit=int(setting("SCORING_TIME_LIMIT_S")),
 )
 def score_chunk(self, chunk_id: int) -> str:
-    return model_run_score_chunk(chunk_id=chunk_id, task_id=self.request.id or "", worker=worker_label(self.request.hostname))
+    return model_run_score_chunk(chunk_id=chunk_id, task_id=self.request.id or "", worker=worker_label(self.request.hostname),
+                                 retries=self.request.retries or 0)
 
 
 @app.task(name="evaluator.sweep", acks_late=True, autoretry_for=TRANSIENT, retry_backoff=2, max_retries=3)

@@ -13,6 +13,7 @@ from evaluator import scoring
 from evaluator.models import ModelPrediction, ModelRun, ScoringChunk
 from evaluator.selectors import model_run_progress
 from evaluator.services import (
+    MAX_CHUNK_ATTEMPTS,
     model_run_cancel,
     model_run_resume,
     model_run_score_chunk,
@@ -154,6 +155,24 @@ def test_a_second_message_for_a_chunk_being_scored_is_skipped_but_a_redelivery_o
     assert_scored_exactly_once(run)
 
 
+@pytest.mark.parametrize(("retries", "outcome"), [(6, "scored"), (5, "failed")])
+def test_a_retry_after_a_transient_error_is_not_a_new_attempt_but_a_redelivery_after_a_kill_is(
+    tiny_checkpoint, retries, outcome
+):
+    # The chunk has been claimed MAX_CHUNK_ATTEMPTS times already, the last time by retry 5 of task-a.
+    run = create_run(make_study(), tiny_checkpoint, chunk_size=100)
+    chunk = run.chunks.get()
+    ScoringChunk.objects.filter(pk=chunk.pk).update(status=ScoringChunk.Status.RUNNING, task_id="task-a", task_retries=5,
+                                                    attempts=MAX_CHUNK_ATTEMPTS, heartbeat_at=timezone.now())
+    # Retry 6 (Celery's autoretry after, say, a locked database) carries on; retry 5 delivered again
+    # means the worker died holding it once more: poison.
+    assert model_run_score_chunk(chunk_id=chunk.pk, task_id="task-a", retries=retries) == outcome
+    chunk.refresh_from_db()
+    assert chunk.attempts == MAX_CHUNK_ATTEMPTS + (outcome == "failed")
+    run.refresh_from_db()
+    assert (run.status == ModelRun.Status.FAILED) == (outcome == "failed")
+
+
 def test_a_chunk_whose_worker_stopped_sending_heartbeats_is_requeued_by_the_sweeper(tiny_checkpoint, settings, monkeypatch):
     settings.SCORING_STALE_S = 30
     run = create_run(make_study(), tiny_checkpoint, chunk_size=100)
@@ -223,6 +242,18 @@ def test_cancelling_stops_the_run_after_the_current_chunk_and_resuming_scores_th
     score_all(run)
     assert run.status == ModelRun.Status.DONE
     assert_scored_exactly_once(run)
+
+
+def test_resuming_a_run_in_progress_changes_nothing(tiny_checkpoint):
+    run = create_run(make_study(), tiny_checkpoint, chunk_size=3)
+    assert model_run_score_chunk(chunk_id=run.chunks.order_by("index").first().pk) == "scored"
+    run.refresh_from_db()
+    before = (run.status, run.started_at, sorted(run.chunks.values_list("pk", "status")))
+    assert run.status in (ModelRun.Status.PENDING, ModelRun.Status.RUNNING)
+
+    assert model_run_resume(run=run) == 0
+    run.refresh_from_db()
+    assert (run.status, run.started_at, sorted(run.chunks.values_list("pk", "status"))) == before
 
 
 def test_a_corrupt_image_gives_its_item_an_error_and_the_rest_of_the_run_completes(tiny_checkpoint):
