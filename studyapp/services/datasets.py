@@ -183,7 +183,7 @@ def plan_csv(*, csv_path: Path, images_root: Path | None = None) -> ImportPlan:
         if not label:
             problems.append(f"line {line_no}: {name}: empty label_name")
             continue
-        if (row.get("label") or "").strip().isdigit():
+        if (row.get("label") or "").strip().isdecimal():
             class_order.setdefault(label, int(row["label"]))
         images.append(SourceImage(name, path, label, split))
     labels = sorted({im.label for im in images}, key=lambda lab: (class_order.get(lab, 1 << 30), lab))
@@ -241,7 +241,7 @@ def _pets_list(path: Path) -> list[tuple[str, int]]:
         if line.startswith("#") or not line.strip():
             continue
         fields = line.split()
-        if len(fields) < 2 or not fields[1].isdigit():
+        if len(fields) < 2 or not fields[1].isdecimal():  # not isdigit: "²" passes that, int() refuses it
             raise DatasetImportError(f"annotations/{path.name} line {line_no}: expected `IMAGE CLASS-ID SPECIES "
                                      f"BREED-ID`, found {line[:80]!r}")
         out.append((fields[0], int(fields[1])))

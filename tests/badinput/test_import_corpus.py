@@ -169,8 +169,9 @@ def test_a_classes_file_in_the_wrong_encoding_is_a_clear_error(existing, tmp_pat
     refused(existing, "classes.txt: not UTF-8 text", path=csv_path, fmt="csv", classes_file=classes)
 
 
-@pytest.mark.parametrize("line", ["Abyssinian_1", "Abyssinian_1 one 1 1", ""], ids=["no-class-id", "class-id-not-a-number",
-                                                                                  "blank-is-fine-but-ids-wrong"])
+@pytest.mark.parametrize("line", ["Abyssinian_1", "Abyssinian_1 one 1 1", "Abyssinian_1 \u00b2 1 1", ""],
+                         ids=["no-class-id", "class-id-not-a-number", "class-id-a-superscript-digit",
+                              "blank-is-fine-but-ids-wrong"])
 def test_a_malformed_oxford_pets_annotation_line_is_named(existing, tmp_path, line):
     root = tmp_path / "pets"
     (root / "annotations").mkdir(parents=True)
