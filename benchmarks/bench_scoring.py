@@ -222,10 +222,13 @@ def bare_pipeline(*, study, spec, device, method, paths, loaded, num_workers, Sh
     text = clipmodel.zero_shot_weights(clip=clip, classnames=[label.prompt_name for label in labels],
                                        templates=run_templates)
     stages["text"] = time.perf_counter() - start
+    # The one-shot examples are the first of each class's two (as the worker knows): encode each image once.
+    two_shot = clipmodel.encode_images(clip=clip, images=[image_path(relative_path=s.item.image) for s in shots[2]],
+                                       num_workers=num_workers)
+    row = {s.item_id: i for i, s in enumerate(shots[2])}
     classifiers = []
     for n in (1, 2):
-        feats = clipmodel.encode_images(clip=clip, images=[image_path(relative_path=s.item.image) for s in shots[n]],
-                                        num_workers=num_workers)
+        feats = two_shot[[row[s.item_id] for s in shots[n]]]
         classifiers.append(clipmodel.fit_few_shot(
             method=method, shot_features=feats, shot_labels=torch.tensor([s.label.index for s in shots[n]]),
             num_classes=len(labels), text_weights=text, logit_scale=clip.logit_scale))
@@ -246,14 +249,12 @@ def random_house_checkpoint(path: Path) -> Path:
     import torch
 
     import clipmodel
-    from clipmodel.loading import CHECKPOINT_FORMAT, CONFIG_DIR
+    from clipmodel.loading import write_checkpoint
 
     torch.manual_seed(0)
-    model = open_clip.create_model(clipmodel.HOUSE_MODEL_NAME)
-    torch.save({"format": CHECKPOINT_FORMAT, "model_name": clipmodel.HOUSE_MODEL_NAME,
-                "model_cfg": json.loads((CONFIG_DIR / f"{clipmodel.HOUSE_MODEL_NAME}.json").read_text()),
-                "preprocess_cfg": dict(model.visual.preprocess_cfg), "state_dict": model.state_dict()}, path)
-    return path
+    name = clipmodel.HOUSE_MODEL_NAME
+    return write_checkpoint(path=path, model=open_clip.create_model(name), model_name=name,
+                            model_cfg=open_clip.get_model_config(name))
 
 
 if __name__ == "__main__":
