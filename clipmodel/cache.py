@@ -25,16 +25,22 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HUMANCLIP_CACHE") or Path.home() / ".cache" / "humanclip").expanduser()
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB pieces (checkpoints can be gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def image_hash(image: str | os.PathLike | Image.Image) -> str:
     """sha256 of a file's bytes, or of a PIL image's mode, size and pixels."""
+    if not isinstance(image, Image.Image):
+        return file_sha256(image)
     digest = hashlib.sha256()
-    if isinstance(image, Image.Image):
-        digest.update(f"{image.mode}:{image.size}".encode())
-        digest.update(image.tobytes())
-    else:
-        with open(image, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+    digest.update(f"{image.mode}:{image.size}".encode())
+    digest.update(image.tobytes())
     return digest.hexdigest()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import open_clip
 import torch
 
+from clipmodel.cache import file_sha256
 from clipmodel.errors import HOW_TO_PROVIDE_WEIGHTS, ModelUnavailable
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -49,11 +50,6 @@ class LoadedClip:
         """exp(t), the learned temperature that turns cosines into logits."""
         return float(self.model.logit_scale.detach().exp())
 
-    @property
-    def image_size(self) -> int:
-        size = self.model.visual.image_size
-        return int(size[0] if isinstance(size, (tuple, list)) else size)
-
     def autocast(self):
         """Context manager for forward passes: bf16 autocast where configured, else a no-op."""
         if self.autocast_dtype is None:
@@ -77,14 +73,6 @@ def resolve_autocast(dtype: str, device: torch.device) -> torch.dtype | None:
     if dtype == "bf16":
         return torch.bfloat16
     raise ValueError(f"dtype must be 'auto', 'fp32' or 'bf16', not {dtype!r}")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def weights_sha256(model: torch.nn.Module) -> str:

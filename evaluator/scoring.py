@@ -7,7 +7,6 @@ Workers live for many chunks, so the model and the classifiers are built once pe
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import multiprocessing
 import platform
@@ -159,14 +158,13 @@ def probabilities(*, prepared: PreparedRun, condition_id: int, features: torch.T
 def _check_file(item: Item) -> str | None:
     """Why the stored file is unusable, or None. Stored images are named by the sha256 of their bytes, so a
     mismatch means the file was corrupted or replaced: the model must see exactly what the humans saw."""
-    path = image_path(relative_path=item.image)
     try:
-        data = path.read_bytes()
+        content_hash = clipmodel.image_hash(image_path(relative_path=item.image))
     except FileNotFoundError:
         return f"image file missing: {item.image}"
     except OSError as exc:
         return f"image file unreadable: {item.image} ({exc})"
-    if hashlib.sha256(data).hexdigest() != item.content_hash:
+    if content_hash != item.content_hash:
         return f"image file corrupt or replaced: {item.image} does not match its content hash"
     return None
 

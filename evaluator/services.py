@@ -121,7 +121,9 @@ def model_spec_resolve(*, model_name: str = "", pretrained: str = "", checkpoint
         path = Path(checkpoint).expanduser().resolve()
         if not path.is_file():
             raise ScoringSetupError(f"checkpoint not found: {path}")
-        house = _read_house_checkpoint(path)
+        from clipmodel.loading import read_house_checkpoint  # torch is imported only where models run
+
+        house = read_house_checkpoint(path)
         if house is None and not model_name:
             raise ScoringSetupError(f"{path} is a plain state dict: give its open_clip architecture as the model")
         if house is not None:
@@ -134,16 +136,8 @@ def model_spec_resolve(*, model_name: str = "", pretrained: str = "", checkpoint
     return ModelSpec(model_name=model_name, pretrained=pretrained)
 
 
-def _read_house_checkpoint(path: Path) -> dict | None:
-    try:
-        from clipmodel.loading import read_house_checkpoint
-    except ImportError:  # clipmodel without the helper: treat every file as a plain state dict
-        return None
-    return read_house_checkpoint(path)
-
-
 def _short_sha(path: str) -> str:
-    from clipmodel.loading import file_sha256
+    from clipmodel.cache import file_sha256
 
     return file_sha256(path)[:12]
 
@@ -259,9 +253,7 @@ def _add_chunks(*, run: ModelRun, item_ids: list[int], chunk_size: int) -> list[
         ScoringChunk(run=run, index=start + n, item_ids=item_ids[offset : offset + chunk_size], queued_at=now)
         for n, offset in enumerate(range(0, len(item_ids), chunk_size))
     )
-    ids = [chunk.pk for chunk in chunks] or list(
-        run.chunks.filter(index__gte=start).values_list("pk", flat=True)  # backends without RETURNING
-    )
+    ids = [chunk.pk for chunk in chunks]  # SQLite and PostgreSQL return the new keys
     transaction.on_commit(lambda: _send(chunk_ids=ids))
     return ids
 

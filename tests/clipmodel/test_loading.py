@@ -93,7 +93,7 @@ def test_fingerprint_is_stable_for_same_weights_and_differs_for_other_weights(ti
     first = clipmodel.load_clip(name=tiny_name, checkpoint=path, device="cpu")
     second = clipmodel.load_clip(name=tiny_name, checkpoint=path, device="cpu")
     assert first.fingerprint == second.fingerprint
-    assert first.fingerprint_info["checkpoint_sha256"] == clipmodel.loading.file_sha256(path)
+    assert first.fingerprint_info["checkpoint_sha256"] == clipmodel.cache.file_sha256(path)
     assert first.fingerprint_info["open_clip"] in first.fingerprint
     torch.manual_seed(1)
     other = clipmodel.load_clip(name=tiny_name, device="cpu")
