@@ -9,17 +9,13 @@ logger = logging.getLogger(__name__)
 
 
 class SecurityHeadersMiddleware:
-    """CSP and friends on every response: no inline script, nothing loaded from other origins.
-
-    Also turns a database outage inside a view into a friendly 503 page (see process_exception).
-    """
+    """CSP and friends on every response: no inline script, nothing loaded from other origins."""
 
     # style-src allows inline styles only for the admin and plotly's generated SVG attributes.
     POLICY = (
         "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
         "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
     )
-    RETRY_AFTER_SECONDS = 30
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -34,13 +30,22 @@ class SecurityHeadersMiddleware:
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
-    def process_exception(self, request, exception):
-        """Database unreachable, restarting or locked: a 503 a participant understands, not a traceback.
 
-        The view's transaction has been rolled back by the time we get here, so nothing was half-written;
-        reloading later is safe because answers are idempotent. Lives in this (already installed) middleware
-        so that the page needs no settings change; rendered without a request, so it touches no database.
-        """
+class DatabaseUnavailableMiddleware:
+    """A database outage inside a view (unreachable, restarting, locked): a 503 a participant understands,
+    not a traceback. Installed inside SecurityHeadersMiddleware, so the page gets the same headers."""
+
+    RETRY_AFTER_SECONDS = 30
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        # The view's transaction has been rolled back by now, so nothing was half-written, and reloading
+        # later is safe because answers are idempotent. Rendered without a request: touches no database.
         if not isinstance(exception, OperationalError | InterfaceError):
             return None
         logger.error("database unavailable during %s %s: %s", request.method, request.path, exception)
