@@ -59,16 +59,14 @@ from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from studyapp.pages import CHOICE, CSRF, ENROL, EXAMPLE_IMAGE, TRIAL_IMAGE, TRIAL_PATH  # noqa: E402
+
 BIN = Path(sys.executable).parent  # gunicorn is installed beside the venv's python
 SHARED_DATA = ROOT.parent / "shared" / "data"
 LOOPBACK = "127.0.0.1"
 
-_CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-_ENROL = re.compile(r'name="enrol" value="([^"]+)"')
-_CHOICE = re.compile(r'name="choice" value="([^"]+)"')
-_IMAGE = re.compile(r'src="(/s/[0-9a-f-]{36}/t/[0-9a-f-]{36}/image)"')
-_EXAMPLE = re.compile(r'src="(/s/[0-9a-f-]{36}/examples/[0-9a-f-]{36})"')
-_TRIAL = re.compile(r"^/s/[0-9a-f-]{36}/t/([0-9a-f-]{36})$")
 _RETRY_STATUS = {502, 503, 504}
 ACCESS_LOG_FORMAT = '%(m)s %(U)s %(s)s %(D)s'
 
@@ -231,7 +229,7 @@ class PgCluster:
 def request_kind(method: str, path: str) -> str:
     """Which latency bucket a request belongs to."""
     path = urlsplit(path).path
-    if _TRIAL.match(path):
+    if TRIAL_PATH.match(path):
         return "answer" if method == "POST" else "trial"
     for suffix, kind in (("/image", "image"), ("/join", "join"), ("/instructions", "instructions"), ("/next", "next"),
                          ("/done", "done"), ("/full", "full"), ("/declined", "declined")):
@@ -371,21 +369,21 @@ def participant_flow(browser: ParticipantBrowser, *, study_code: str, rng: rando
     try:
         page = browser.get(join)
         if page.status == 200:
-            _expect(page, 200, "the consent page", _ENROL)
-            page = browser.post(join, {"csrfmiddlewaretoken": _CSRF.search(page.html)[1],
-                                       "enrol": _ENROL.search(page.html)[1], "decision": "accept"})
+            _expect(page, 200, "the consent page", ENROL)
+            page = browser.post(join, {"csrfmiddlewaretoken": CSRF.search(page.html)[1],
+                                       "enrol": ENROL.search(page.html)[1], "decision": "accept"})
         page = browser.follow(page)  # a participant who is already enrolled is sent on to where they are
         if page.path.startswith(prefix + "instructions"):
-            _expect(page, 200, "the instructions", _CSRF)
-            page = browser.follow(browser.post(prefix + "instructions", {"csrfmiddlewaretoken": _CSRF.search(page.html)[1]}))
+            _expect(page, 200, "the instructions", CSRF)
+            page = browser.follow(browser.post(prefix + "instructions", {"csrfmiddlewaretoken": CSRF.search(page.html)[1]}))
         fetched_examples: set[str] = set()
-        while (match := _TRIAL.match(page.path)) is not None:
-            _expect(page, 200, "a trial page", _CSRF)
-            image = _IMAGE.search(page.html)
+        while (match := TRIAL_PATH.match(page.path)) is not None:
+            _expect(page, 200, "a trial page", CSRF)
+            image = TRIAL_IMAGE.search(page.html)
             if image:
                 _expect(browser.get(image[1]), 200, "the trial image")
             if examples:
-                for url in _EXAMPLE.findall(page.html):
+                for url in EXAMPLE_IMAGE.findall(page.html):
                     if url not in fetched_examples:  # a browser keeps them (Cache-Control: private, max-age)
                         fetched_examples.add(url)
                         _expect(browser.get(url), 200, "a shot example")
@@ -394,10 +392,10 @@ def participant_flow(browser: ParticipantBrowser, *, study_code: str, rng: rando
                 return log
             if think_ms:
                 time.sleep(min(rng.lognormvariate(math.log(think_ms / 1000), 0.4), 10 * think_ms / 1000))
-            choice = rng.choice(_CHOICE.findall(page.html))
+            choice = rng.choice(CHOICE.findall(page.html))
             answer = (match[1], choice)
             try:
-                posted = browser.post(page.path, {"csrfmiddlewaretoken": _CSRF.search(page.html)[1], "choice": choice,
+                posted = browser.post(page.path, {"csrfmiddlewaretoken": CSRF.search(page.html)[1], "choice": choice,
                                                   "rt_client_ms": str(rng.randint(300, 9000))})
             except ConnectionError:
                 log.unconfirmed.append(answer)
@@ -548,7 +546,6 @@ def run_one(args) -> dict:
     os.environ.update({k: env[k] for k in ("VAR_DIR", "DATABASE_URL", "SECRET_KEY", "STUDY_JOIN_RATE_PER_MINUTE",
                                             "REDIS_URL", "LOG_LEVEL")})
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()

@@ -28,10 +28,8 @@ from django.db import connections
 from django.test import Client
 
 from studyapp.models import IDK, Assignment, Participant, Study
+from studyapp.pages import CHOICE, CSRF, ENROL
 
-_CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-_ENROL = re.compile(r'name="enrol" value="([^"]+)"')
-_CHOICE = re.compile(r'name="choice" value="([^"]+)"')
 _MAX_RATE_LIMIT_WAITS = 5
 
 
@@ -219,7 +217,7 @@ def _participant_run(*, browser, study: Study, models: dict[int, AnswerModel], r
     page = browser.get(join)
     for _ in range(_MAX_RATE_LIMIT_WAITS + 1):
         _expect(page, "consent", enrol=True)
-        page = browser.post(join, {"csrfmiddlewaretoken": _token(page), "enrol": _ENROL.search(page.html)[1],
+        page = browser.post(join, {"csrfmiddlewaretoken": _token(page), "enrol": ENROL.search(page.html)[1],
                                    "decision": "accept"})
         if page.status != 429:
             break
@@ -238,7 +236,7 @@ def _participant_run(*, browser, study: Study, models: dict[int, AnswerModel], r
         _expect(page, "trial")
         trial_row = Assignment.objects.filter(code=match[1]).values_list("condition__shots", "item__label__index")
         shots, target = trial_row.get()
-        choice = models[shots].answer(target=str(target), offered=_CHOICE.findall(page.html), rng=rng)
+        choice = models[shots].answer(target=str(target), offered=CHOICE.findall(page.html), rng=rng)
         rt = round(rng.lognormvariate(7.6, 0.45))  # ~2 s, right-skewed like human response times
         page = browser.post(page.path, {"csrfmiddlewaretoken": _token(page), "choice": choice, "rt_client_ms": rt})
         out.answers += 1
@@ -252,9 +250,9 @@ def _participant_run(*, browser, study: Study, models: dict[int, AnswerModel], r
 
 
 def _token(page: _Page) -> str:
-    return _CSRF.search(page.html)[1]
+    return CSRF.search(page.html)[1]
 
 
 def _expect(page: _Page, what: str, *, enrol: bool = False) -> None:
-    if page.status != 200 or not _CSRF.search(page.html) or (enrol and not _ENROL.search(page.html)):
+    if page.status != 200 or not CSRF.search(page.html) or (enrol and not ENROL.search(page.html)):
         raise RuntimeError(f"expected the {what} page, got {page.path} (HTTP {page.status})")

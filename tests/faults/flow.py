@@ -4,14 +4,11 @@ import re
 from urllib.parse import urlencode
 
 from benchmarks.load_participants import Page, ParticipantBrowser
-
-_CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-_ENROL = re.compile(r'name="enrol" value="([^"]+)"')
-_TRIAL = re.compile(r"^/s/[0-9a-f-]{36}/t/([0-9a-f-]{36})$")
+from studyapp.pages import CSRF, ENROL, TRIAL_PATH
 
 
 def form_token(page: Page) -> str:
-    return _CSRF.search(page.html)[1]
+    return CSRF.search(page.html)[1]
 
 
 def offered_choices(page: Page) -> list[str]:
@@ -19,7 +16,7 @@ def offered_choices(page: Page) -> list[str]:
 
 
 def trial_code(page: Page) -> str | None:
-    match = _TRIAL.match(page.path)
+    match = TRIAL_PATH.match(page.path)
     return match[1] if match else None
 
 
@@ -29,7 +26,7 @@ def first_trial(browser: ParticipantBrowser, study, *, external_id: str) -> Page
     page = browser.get(join)
     assert page.status == 200, (page.status, page.path)
     page = browser.follow(browser.post(join, {"csrfmiddlewaretoken": form_token(page),
-                                              "enrol": _ENROL.search(page.html)[1], "decision": "accept"}))
+                                              "enrol": ENROL.search(page.html)[1], "decision": "accept"}))
     page = browser.follow(browser.post(f"/s/{study.code}/instructions", {"csrfmiddlewaretoken": form_token(page)}))
     assert trial_code(page), (page.status, page.path)
     return page

@@ -5,19 +5,18 @@ a 37-class study into 37 extra queries per trial under load (benchmarks/load_par
 the effect; docs/load.md has the numbers). Counted with CaptureQueriesContext, not timed.
 """
 
-import re
 
 import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from studyapp.pages import EXAMPLE_IMAGE
 from tests.factories import make_dataset, make_study
 from tests.studyapp.test_participants_flow import start, trial_code
 
 pytestmark = pytest.mark.django_db
 
-_EXAMPLE = re.compile(r'src="(/s/[0-9a-f-]{36}/examples/[0-9a-f-]{36})"')
 
 
 def queries(call) -> tuple[int, object]:
@@ -31,10 +30,10 @@ def costs_in_the_two_shot_phase(n_classes: int) -> dict[str, int]:
                        items_per_participant=2)
     client = Client()
     page = start(client, study)
-    while not _EXAMPLE.findall(page.content.decode()) or "Part 3 of 3" not in page.content.decode():
+    while not EXAMPLE_IMAGE.findall(page.content.decode()) or "Part 3 of 3" not in page.content.decode():
         page = client.post(page.request["PATH_INFO"], {"choice": "0"}, follow=True)
     url = page.request["PATH_INFO"]
-    examples = _EXAMPLE.findall(page.content.decode())
+    examples = EXAMPLE_IMAGE.findall(page.content.decode())
     assert len(examples) == 2 * n_classes
     costs = {}
     costs["trial (reload)"], _ = queries(lambda: client.get(url))

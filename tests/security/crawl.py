@@ -8,7 +8,6 @@ another participant's trial, wrong method, bad answer, oversized body, rate limi
 database outage). Security tests assert over all of it: headers, leaks, forms.
 """
 
-import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,13 +17,13 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from studyapp.models import Assignment, Dataset, Participant, Study
+from studyapp.pages import EXAMPLE_IMAGE
 from studyapp.services.studies import study_close
 from tests.factories import make_dataset, make_study
 from tests.studyapp.test_participants_flow import answer, consent, join_url, trial_code
 
 # Distinctive names: any appearance outside the answer buttons and the example gallery is a leak.
 BREEDS = ["Abyssinian", "Bengal", "Siamese"]
-_EXAMPLE = re.compile(r'src="(/s/[0-9a-f-]{36}/examples/[0-9a-f-]{36})"')
 
 
 @dataclass
@@ -101,7 +100,7 @@ def walk_to_done(client: Client, study: Study, **params):
     first_trial = _path(page) if trial_code(page) else None
     while trial_code(page):
         client.get(_path(page) + "/image")
-        for example in sorted(set(_EXAMPLE.findall(page.content.decode()))):
+        for example in sorted(set(EXAMPLE_IMAGE.findall(page.content.decode()))):
             client.get(example)
         page = answer(client, page)
     if first_trial:

@@ -7,18 +7,17 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from studyapp.models import Assignment, Participant, Response
+from studyapp.pages import CSRF, ENROL
 from tests.factories import make_dataset, make_study
 from tests.security.crawl import crawl_participant_pages
 from tests.studyapp.test_participants_flow import join_url
 
 pytestmark = pytest.mark.django_db
 
-_TOKEN = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-_ENROL = re.compile(r'name="enrol" value="([^"]+)"')
 
 
 def token(response) -> str:
-    return _TOKEN.search(response.content.decode())[1]
+    return CSRF.search(response.content.decode())[1]
 
 
 def counts() -> tuple[int, int, int]:
@@ -48,7 +47,7 @@ def to_consent(client, study):
 
 def to_instructions(client, study):
     page = client.get(join_url(study))
-    return client.post(join_url(study), {"csrfmiddlewaretoken": token(page), "enrol": _ENROL.search(
+    return client.post(join_url(study), {"csrfmiddlewaretoken": token(page), "enrol": ENROL.search(
         page.content.decode())[1], "decision": "accept"}, follow=True)
 
 
@@ -60,7 +59,7 @@ def to_trial(client, study):
 STEPS = {
     # step: (how to get to the form, the POST it makes without a token)
     "consent": (to_consent, lambda study, page: (join_url(study), {
-        "enrol": _ENROL.search(page.content.decode())[1], "decision": "accept"})),
+        "enrol": ENROL.search(page.content.decode())[1], "decision": "accept"})),
     "start": (to_instructions, lambda study, page: (f"/s/{study.code}/instructions", {})),
     "answer": (to_trial, lambda study, page: (page.request["PATH_INFO"], {"choice": "0"})),
 }

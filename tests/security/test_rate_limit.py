@@ -1,6 +1,5 @@
 """The join endpoint is rate-limited per address and study: a script cannot fill a study with junk participants."""
 
-import re
 import threading
 import time
 import uuid
@@ -12,11 +11,9 @@ from django.test import Client
 
 from benchmarks.load_participants import ParticipantBrowser
 from studyapp.models import Participant
+from studyapp.pages import CSRF, ENROL
 from tests.factories import make_dataset, make_study
 from tests.studyapp.test_participants_flow import consent, join_url
-
-_ENROL = re.compile(r'name="enrol" value="([^"]+)"')
-_CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
 def small_study():
@@ -98,8 +95,8 @@ def _consent_over_http(base_url: str, study) -> int:
     browser = ParticipantBrowser(base_url=base_url)
     join = f"/s/{study.code}/join?pid=burst-{uuid.uuid4()}"
     page = browser.get(join)
-    return browser.post(join, {"csrfmiddlewaretoken": _CSRF.search(page.html)[1],
-                               "enrol": _ENROL.search(page.html)[1], "decision": "accept"}).status
+    return browser.post(join, {"csrfmiddlewaretoken": CSRF.search(page.html)[1],
+                               "enrol": ENROL.search(page.html)[1], "decision": "accept"}).status
 
 
 @pytest.mark.services

@@ -6,8 +6,7 @@ from urllib.parse import urlencode
 from django.test import Client, RequestFactory
 
 from studyapp.models import Assignment, Participant, Study
-
-TRIAL_PATH = re.compile(r"^/s/[0-9a-f-]{36}/t/([0-9a-f-]{36})$")
+from studyapp.pages import TRIAL_PATH
 
 
 def join_url(study: Study, **params) -> str:
