@@ -236,7 +236,7 @@ def bare_pipeline(*, study, spec, device, method, paths, loaded, num_workers, Sh
     features = clipmodel.encode_images(clip=clip, images=paths, num_workers=num_workers)
     stages["encode"] = time.perf_counter() - start
     probs = [clipmodel.zero_shot_probs(image_features=features, text_weights=text, logit_scale=clip.logit_scale)]
-    probs += [clipmodel.predict_proba(c, features) for c in classifiers]
+    probs += [c.predict_proba(features) for c in classifiers]
     [p.argmax(dim=1).tolist() for p in probs]
     if os.environ.get("BENCH_VERBOSE"):
         print("  bare stages (cumulative s):", {k: round(v, 2) for k, v in stages.items()})

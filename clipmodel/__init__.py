@@ -11,12 +11,12 @@ Public API (all keyword-only):
 - ``zero_shot_weights(*, clip, classnames, templates) -> Tensor[D, C]`` (prompt ensembling).
 - ``zero_shot_probs(*, image_features, text_weights, logit_scale) -> Tensor[N, C]``;
   ``classify(*, clip, image_features, classnames, templates)`` does both with the model's logit scale.
-- ``fit_few_shot(*, method, shot_features, shot_labels, num_classes, text_weights=None) -> FewShotClassifier``,
-  ``predict_proba(classifier, features)``, ``FEW_SHOT_METHODS``.
+- ``fit_few_shot(*, method, shot_features, shot_labels, num_classes, text_weights=None, logit_scale=100.0,
+  l2=None) -> FewShotClassifier`` (pass ``clip.logit_scale``); ``classifier.predict_proba(features)``; ``FEW_SHOT_METHODS``.
 - ``FeatureCache(root=None)`` with ``get_many`` / ``put_many``; ``image_hash(image)``.
 - ``encode_images(*, clip, images, batch_size, num_workers, progress)`` -> L2-normalised float32 [N, D] on CPU;
   ``encode_with_cache(*, clip, images, cache, ...)`` encodes only images the cache lacks.
-- ``ensure_house_model(*, data_root=None, cache_dir=None, progress=True) -> Path``: trains the small
+- ``ensure_house_model(*, data_root=None, cache_dir=None, progress=True, exclude=()) -> Path``: trains the small
   "house model" once (``python -m clipmodel.train``) and returns its cached checkpoint.
 
 Class order is always the caller's: index ``i`` of ``classnames`` is column ``i`` of every weight/probability.
@@ -31,7 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from clipmodel.cache import FeatureCache, image_hash  # noqa: E402
 from clipmodel.encode import encode_images, encode_with_cache  # noqa: E402
 from clipmodel.errors import ModelUnavailable  # noqa: E402
-from clipmodel.fewshot import FEW_SHOT_METHODS, FewShotClassifier, fit_few_shot, predict_proba  # noqa: E402
+from clipmodel.fewshot import FEW_SHOT_METHODS, FewShotClassifier, fit_few_shot  # noqa: E402
 from clipmodel.house import HOUSE_MODEL_NAME, ensure_house_model  # noqa: E402
 from clipmodel.loading import LoadedClip, load_clip  # noqa: E402
 from clipmodel.templates import classnames_for, templates_for, validate_templates  # noqa: E402
@@ -52,7 +52,6 @@ __all__ = [
     "fit_few_shot",
     "image_hash",
     "load_clip",
-    "predict_proba",
     "templates_for",
     "validate_templates",
     "zero_shot_probs",

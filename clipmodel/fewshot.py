@@ -38,12 +38,8 @@ class FewShotClassifier:
         return self.scale * x @ self.weight.T + self.bias
 
     def predict_proba(self, features: torch.Tensor) -> torch.Tensor:
+        """Class probabilities [N, C] for image features [N, D]."""
         return self.logits(features).softmax(dim=-1)
-
-
-def predict_proba(classifier: FewShotClassifier, features: torch.Tensor) -> torch.Tensor:
-    """Class probabilities [N, C] for image features [N, D]."""
-    return classifier.predict_proba(features)
 
 
 def _lbfgs(params: list[torch.Tensor], objective, *, max_iter: int) -> None:

@@ -152,7 +152,7 @@ def probabilities(*, prepared: PreparedRun, condition_id: int, features: torch.T
         return clipmodel.zero_shot_probs(
             image_features=features, text_weights=prepared.text_weights, logit_scale=prepared.clip.logit_scale
         )
-    return clipmodel.predict_proba(classifier, features)
+    return classifier.predict_proba(features)
 
 
 def _check_file(item: Item) -> str | None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, Q, When
+from django.db.models import Case, Count, F, Q, When
 from django.utils import timezone
 
 from evaluator.celery_app import SCORING_QUEUE, app
@@ -325,13 +325,11 @@ def model_run_resume(*, run: ModelRun, retry_failed_items: bool = False) -> int:
 
 
 def _missing_item_ids(*, run: ModelRun) -> list[int]:
-    conditions = list(Condition.objects.filter(study_id=run.study_id, shots__in=run.condition_shots)
-                      .values_list("pk", flat=True))
-    have: dict[int, int] = {}
-    for item_id in run.predictions.values_list("item_id", flat=True):
-        have[item_id] = have.get(item_id, 0) + 1
-    items = StudyItem.objects.filter(study_id=run.study_id).values_list("item_id", flat=True)
-    return [i for i in items if have.get(i, 0) < len(conditions)]
+    """Study items without a prediction in every one of the run's conditions (one per shots value)."""
+    complete = (run.predictions.values("item_id").annotate(n=Count("id"))
+                .filter(n__gte=len(run.condition_shots)).values("item_id"))
+    return list(StudyItem.objects.filter(study_id=run.study_id).exclude(item_id__in=complete)
+                .values_list("item_id", flat=True))
 
 
 def model_run_finish_if_complete(*, run_id: int) -> bool:

@@ -34,7 +34,7 @@ def test_few_shot_methods_beat_chance_on_a_separable_set(method, shots_per_class
         num_classes=NUM_CLASSES,
         text_weights=text_weights,
     )
-    probs = clipmodel.predict_proba(classifier, test)
+    probs = classifier.predict_proba(test)
     assert probs.shape == (len(test), NUM_CLASSES)
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(len(test)))
     accuracy = (probs.argmax(dim=1) == test_labels).float().mean().item()
