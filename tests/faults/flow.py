@@ -1,10 +1,9 @@
 """Small steps of the participant flow over HTTP (a ParticipantBrowser against a real server)."""
 
-import re
 from urllib.parse import urlencode
 
 from benchmarks.load_participants import Page, ParticipantBrowser
-from studyapp.pages import CSRF, ENROL, TRIAL_PATH
+from studyapp.pages import CHOICE, CSRF, ENROL, TRIAL_PATH
 
 
 def form_token(page: Page) -> str:
@@ -12,7 +11,7 @@ def form_token(page: Page) -> str:
 
 
 def offered_choices(page: Page) -> list[str]:
-    return re.findall(r'name="choice" value="([^"]+)"', page.html)
+    return CHOICE.findall(page.html)
 
 
 def trial_code(page: Page) -> str | None:
@@ -20,13 +19,13 @@ def trial_code(page: Page) -> str | None:
     return match[1] if match else None
 
 
-def first_trial(browser: ParticipantBrowser, study, *, external_id: str) -> Page:
+def first_trial(browser: ParticipantBrowser, study_code: str, *, external_id: str) -> Page:
     """Join with an external id, consent, leave the instructions: the first trial page."""
-    join = f"/s/{study.code}/join?{urlencode({'pid': external_id})}"
+    join = f"/s/{study_code}/join?{urlencode({'pid': external_id})}"
     page = browser.get(join)
     assert page.status == 200, (page.status, page.path)
     page = browser.follow(browser.post(join, {"csrfmiddlewaretoken": form_token(page),
                                               "enrol": ENROL.search(page.html)[1], "decision": "accept"}))
-    page = browser.follow(browser.post(f"/s/{study.code}/instructions", {"csrfmiddlewaretoken": form_token(page)}))
+    page = browser.follow(browser.post(f"/s/{study_code}/instructions", {"csrfmiddlewaretoken": form_token(page)}))
     assert trial_code(page), (page.status, page.path)
     return page

@@ -147,8 +147,7 @@ def test_a_postgresql_restart_mid_study_shows_503_then_the_participant_carries_o
         server.wait_ready()
         browser = ParticipantBrowser(base_url=server.url)
         log = ParticipantLog(external_id="restart-1")
-        study = type("StudyRef", (), {"code": study_code})
-        page = first_trial(browser, study, external_id=log.external_id)
+        page = first_trial(browser, study_code, external_id=log.external_id)
         choice = offered_choices(page)[0]
         posted = browser.post(page.path, {"csrfmiddlewaretoken": form_token(page), "choice": choice})
         assert posted.status == 302
@@ -180,11 +179,10 @@ def test_after_a_quiet_postgresql_restart_the_first_request_reconnects_instead_o
     # One worker thread holding a persistent connection that died with the server while nobody was
     # asking: without the health check at the start of the request, that request would be a 503.
     cluster, env, study_code = pg_study
-    study = type("StudyRef", (), {"code": study_code})
     with Gunicorn(env=env, log_dir=tmp_path / "log", workers=1, threads=1, access_log=False) as server:
         server.wait_ready()
         browser = ParticipantBrowser(base_url=server.url)
-        page = first_trial(browser, study, external_id="quiet-restart")
+        page = first_trial(browser, study_code, external_id="quiet-restart")
         cluster.stop()
         cluster.start()
         again = browser.get(page.path)

@@ -58,7 +58,7 @@ def test_an_answer_cut_off_by_a_killed_worker_is_stored_once_when_the_participan
     study = make_study(dataset=make_dataset(n_classes=3, train_per_class=2, test_per_class=2), items_per_participant=2)
     server = gunicorn_server(workers=2, threads=2)
     browser = ParticipantBrowser(base_url=server.url, retries=20, retry_delay=0.2)
-    page = first_trial(browser, study, external_id="cut-off")
+    page = first_trial(browser, str(study.code), external_id="cut-off")
     data = {"csrfmiddlewaretoken": form_token(page), "choice": offered_choices(page)[0], "rt_client_ms": "1500"}
     body = urlencode(data).encode()
     cookies = "; ".join(f"{c.name}={c.value}" for c in browser.jar)
