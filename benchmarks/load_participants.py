@@ -480,16 +480,19 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
-def _server_env(var_dir: Path, database_url: str) -> dict[str, str]:
+def server_env(*, var_dir: Path, database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a server process (gunicorn, manage.py) of a throwaway world; `extra` wins."""
     env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "HTTPS", "DATABASE_URL", "MEDIA_ROOT")}
     env.update({
         "VAR_DIR": str(var_dir), "DATABASE_URL": database_url, "SECRET_KEY": secrets.token_urlsafe(50), "DEBUG": "0",
-        # Every participant comes from 127.0.0.1: lift the per-address join limit for the load test.
+        # Every participant comes from 127.0.0.1: lift the per-address join limit.
         "STUDY_JOIN_RATE_PER_MINUTE": "1000000",
-        # A closed port: the participant flow must not need Redis (tests/faults proves it too).
+        # A closed port: the participant flow must not need Redis, and any use of it fails loudly.
         "REDIS_URL": f"redis://{LOOPBACK}:{free_port()}/0",
         "LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
     })
+    env.update(extra)
     return env
 
 
@@ -542,7 +545,7 @@ def run_one(args) -> dict:
     var_dir = Path(tempfile.mkdtemp(prefix=f"humanclip-load-{args.db}-", dir="/tmp"))
     cluster = PgCluster(fsync=not args.pg_no_fsync) if args.db == "postgres" else None
     database_url = (cluster.socket_url if args.pg_socket else cluster.url) if cluster else f"sqlite:///{var_dir / 'db.sqlite3'}"
-    env = _server_env(var_dir, database_url)
+    env = server_env(var_dir=var_dir, database_url=database_url)
     os.environ.update({k: env[k] for k in ("VAR_DIR", "DATABASE_URL", "SECRET_KEY", "STUDY_JOIN_RATE_PER_MINUTE",
                                             "REDIS_URL", "LOG_LEVEL")})
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")

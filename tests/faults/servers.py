@@ -5,13 +5,12 @@ test database), so tests using these fixtures need django_db(transaction=True): 
 for the workers to see it, and the fixture stops the server before the database is flushed.
 """
 
-import os
 
 import pytest
 from django.conf import settings
 from django.db import connection, connections
 
-from benchmarks.load_participants import LOOPBACK, Gunicorn, free_port
+from benchmarks.load_participants import LOOPBACK, Gunicorn, server_env
 
 
 def database_url() -> str:
@@ -22,18 +21,10 @@ def database_url() -> str:
     return f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or LOOPBACK}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def server_env(tmp_path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "HTTPS", "DATABASE_URL")}
-    env.update({
-        "DATABASE_URL": database_url(), "VAR_DIR": str(tmp_path / "var"), "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-        # The test process's key, so that both sides agree on signed cookies and tokens.
-        "SECRET_KEY": settings.SECRET_KEY, "DEBUG": "0", "LOG_LEVEL": "WARNING",
-        # Unless a test says otherwise: a port nothing listens on, so any use of Redis would fail loudly.
-        "REDIS_URL": f"redis://{LOOPBACK}:{free_port()}/0",
-        "STUDY_JOIN_RATE_PER_MINUTE": "100000",
-    })
-    env.update(extra)
-    return env
+def env_on_test_db(tmp_path, **extra: str) -> dict[str, str]:
+    """A server on the test database, media and secret key (both sides agree on signed cookies and tokens)."""
+    return server_env(var_dir=tmp_path / "var", database_url=database_url(),
+                      **{"MEDIA_ROOT": str(settings.MEDIA_ROOT), "SECRET_KEY": settings.SECRET_KEY, **extra})
 
 
 @pytest.fixture
@@ -44,7 +35,7 @@ def gunicorn_server(transactional_db, tmp_path):
     def start(*, workers: int = 2, threads: int = 2, **env: str) -> Gunicorn:
         # The workers open their own connections: commit what the test wrote and let go of the file.
         connections.close_all()
-        server = Gunicorn(env=server_env(tmp_path, **env), log_dir=tmp_path / "log", workers=workers, threads=threads,
+        server = Gunicorn(env=env_on_test_db(tmp_path, **env), log_dir=tmp_path / "log", workers=workers, threads=threads,
                           access_log=False)
         started.append(server)
         server.wait_ready()

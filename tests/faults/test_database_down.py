@@ -1,7 +1,6 @@
 """The database is unreachable, fails mid-answer, or restarts: a friendly 503, no traceback, nothing half-written."""
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from benchmarks.load_participants import (
     PgCluster,
     free_port,
     participant_flow,
+    server_env,
 )
 from studyapp.models import Assignment, Participant, Response
 from tests.factories import make_dataset, make_study
@@ -91,14 +91,6 @@ def test_a_database_failure_in_the_middle_of_an_answer_writes_nothing_and_the_re
     assert Response.objects.get().choice.index == 1
 
 
-def _manage_env(cluster: PgCluster, tmp_path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "HTTPS")}
-    env.update({"DATABASE_URL": cluster.url, "VAR_DIR": str(tmp_path / "var"), "MEDIA_ROOT": str(tmp_path / "media"),
-                "SECRET_KEY": "restart-test-" + "x" * 40, "DEBUG": "0", "LOG_LEVEL": "WARNING",
-                "STUDY_JOIN_RATE_PER_MINUTE": "1000", "DJANGO_SETTINGS_MODULE": "config.settings"})
-    return env
-
-
 _CREATE_STUDY = """
 import django
 django.setup()
@@ -129,7 +121,7 @@ def pg_study(tmp_path):
     """A throwaway PostgreSQL cluster with a small study in it: (cluster, server environment, study code)."""
     cluster = PgCluster(fsync=False)
     try:
-        env = _manage_env(cluster, tmp_path)
+        env = server_env(var_dir=tmp_path / "var", database_url=cluster.url, MEDIA_ROOT=str(tmp_path / "media"))
         made = subprocess.run([sys.executable, "-c", _CREATE_STUDY], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=120)
         assert made.returncode == 0, made.stderr
