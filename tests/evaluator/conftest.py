@@ -6,18 +6,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from django.db import connection
 
 from tests.evaluator.tinymodel import write_tiny_checkpoint
+from tests.processes import free_port, subprocess_database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = Path(sys.executable).with_name("celery")
@@ -49,12 +47,6 @@ def _feature_cache(settings, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- Redis
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def redis_reachable(url: str) -> bool:
@@ -145,21 +137,6 @@ def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.1):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def worker_database_url() -> str:
-    """The URL of the database this test runs against, for worker processes (pytest-django's test DB)."""
-    params = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{params['NAME']}"
-    if connection.vendor == "postgresql":
-        user = quote(params.get("USER") or "")
-        password = quote(params.get("PASSWORD") or "")
-        auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-        host = params.get("HOST") or "localhost"
-        port = f":{params['PORT']}" if params.get("PORT") else ""
-        return f"postgres://{auth}{host}{port}/{params['NAME']}"
-    raise RuntimeError(f"no worker database URL for {connection.vendor}")
-
-
 class Worker:
     def __init__(self, name: str, proc: subprocess.Popen, log: Path):
         self.name, self.proc, self.log = name, proc, log
@@ -195,7 +172,7 @@ def start_worker(transactional_db, settings, tmp_path):
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "REDIS_URL": url,
-            "DATABASE_URL": worker_database_url(),
+            "DATABASE_URL": subprocess_database_url(),
             "MEDIA_ROOT": str(settings.MEDIA_ROOT),
             "HUMANCLIP_CACHE": str(settings.HUMANCLIP_CACHE),
             "HF_HUB_OFFLINE": "1",

@@ -344,7 +344,8 @@ def test_dataset_format_alone_selects_the_pets_prompt(tiny_checkpoint):
 
 @pytest.mark.django_db(transaction=True)
 def test_score_study_fails_fast_when_redis_is_unreachable_and_leaves_the_run_pending_for_the_sweepers(tiny_checkpoint):
-    from tests.evaluator.conftest import broker, free_port
+    from tests.evaluator.conftest import broker
+    from tests.processes import free_port
 
     study = make_study()
     with broker(f"redis://127.0.0.1:{free_port()}/0"), pytest.raises(CommandError, match="could not queue"):

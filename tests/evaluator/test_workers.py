@@ -14,9 +14,10 @@ from django.core.management import CommandError, call_command
 from evaluator.models import ModelPrediction, ModelRun, ScoringChunk
 from studyapp.models import StudyItem
 from studyapp.services.images import image_path
-from tests.evaluator.conftest import RedisServer, broker, flush_redis, free_port, wait_for
+from tests.evaluator.conftest import RedisServer, broker, flush_redis, wait_for
 from tests.evaluator.helpers import assert_scored_exactly_once, create_run
 from tests.factories import make_dataset, make_study
+from tests.processes import free_port
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -8,22 +8,15 @@ for the workers to see it, and the fixture stops the server before the database 
 
 import pytest
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connections
 
-from benchmarks.load_participants import LOOPBACK, Gunicorn, server_env
-
-
-def database_url() -> str:
-    """The test database as a DATABASE_URL for another process."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    return f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or LOOPBACK}:{db['PORT'] or 5432}/{db['NAME']}"
+from benchmarks.load_participants import Gunicorn, server_env
+from tests.processes import subprocess_database_url
 
 
 def env_on_test_db(tmp_path, **extra: str) -> dict[str, str]:
     """A server on the test database, media and secret key (both sides agree on signed cookies and tokens)."""
-    return server_env(var_dir=tmp_path / "var", database_url=database_url(),
+    return server_env(var_dir=tmp_path / "var", database_url=subprocess_database_url(),
                       **{"MEDIA_ROOT": str(settings.MEDIA_ROOT), "SECRET_KEY": settings.SECRET_KEY, **extra})
 
 
