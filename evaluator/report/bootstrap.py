@@ -1,7 +1,8 @@
 """Bootstrap CIs for Table 2 in the crossed design (participants x items), and paired differences.
 
 Every resample is a pair of weight vectors: item weights V (how often each item was drawn; drawn with
-replacement within each class, so every class keeps its number of items) and participant weights W (how
+replacement within each class: n_c - 1 draws for a class of n_c items, Rao & Wu's (1988) correction of the
+stratified bootstrap's too-small variance) and participant weights W (how
 often each human was drawn). Each unit is drawn once for the whole report, so the rows of one resample
 are paired: a human-minus-model difference or a zero- to one-shot gain is taken within each resample and
 gets its own percentile interval.
@@ -172,17 +173,21 @@ class WeightSampler:
         cls = enc.item_class[order]
         starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]]) if len(cls) else np.zeros(0, int)
         sizes = np.diff(np.r_[starts, len(cls)])
+        # Rao & Wu (1988): n_c - 1 draws per class, so that the resampled class mean has the unbiased
+        # variance s^2 / n_c instead of (n_c - 1) / n_c of it (10 items a class undercover otherwise).
+        draws = np.maximum(sizes - 1, 1)
         self._order = order
-        self._slot_start = np.repeat(starts, sizes)
-        self._slot_size = np.repeat(sizes, sizes)
+        self._slot_start = np.repeat(starts, draws)
+        self._slot_size = np.repeat(sizes, draws)
+        self.n_draws = int(draws.sum())
         humans = np.unique(enc.subject[(enc.groups["subject_kind"].to_numpy() == "human")[enc.group]])
         self.humans = humans
         self.n_items = len(enc.items)
         self.n_subjects = len(enc.subjects)
 
     def items(self, rng: np.random.Generator, b: int) -> np.ndarray:
-        """resamples x items: draw counts; slot j draws uniformly among the items of its own class."""
-        pick = self._slot_start + (rng.random((b, self.n_items)) * self._slot_size).astype(np.int64)
+        """resamples x items: draw counts; each of n_c - 1 slots of a class draws uniformly among its items."""
+        pick = self._slot_start + (rng.random((b, self.n_draws)) * self._slot_size).astype(np.int64)
         flat = (np.arange(b)[:, None] * self.n_items + self._order[pick]).ravel()
         return np.bincount(flat, minlength=b * self.n_items).reshape(b, self.n_items).astype(float)
 

@@ -159,13 +159,14 @@ def test_vectorised_bootstrap_agrees_with_a_plain_loop_bootstrap_on_a_small_tabl
             assert cell["ci_high"] == pytest.approx(loop_percentile(values, 97.5) * 100, abs=1e-9)
 
 
-def test_item_weights_keep_every_class_size_and_participant_weights_the_number_of_people(study):
+def test_item_weights_draw_n_minus_1_items_per_class_and_participant_weights_the_number_of_people(study):
     enc = encode(study)
     sampler = WeightSampler(enc)
     rng = np.random.default_rng(0)
     v, w = sampler.items(rng, 50), sampler.participants(rng, 50)
     for cls in range(len(enc.classes)):
-        assert (v[:, enc.item_class == cls].sum(axis=1) == (enc.item_class == cls).sum()).all()
+        n_c = (enc.item_class == cls).sum()  # Rao-Wu: n_c - 1 draws (one for a single-item class)
+        assert (v[:, enc.item_class == cls].sum(axis=1) == max(n_c - 1, 1)).all()
     assert (w[:, sampler.humans].sum(axis=1) == len(sampler.humans)).all()
     models = np.setdiff1d(np.arange(len(enc.subjects)), sampler.humans)
     assert (w[:, models] == 1).all()
@@ -198,17 +199,18 @@ def binomial_quantile(n: int, p: float, q: float) -> int:
 
 
 def test_a_95_percent_interval_has_the_binomial_quantiles_of_a_known_resampling_distribution():
-    """A model right on 200 of 400 items of one class: resampled accuracy is Binomial(400, 1/2) / 400 exactly.
+    """A model right on 200 of 400 items of one class: with Rao-Wu's 399 draws, resampled accuracy is exactly
+    Binomial(399, 1/2) / 399.
 
-    Its 2.5 % and 97.5 % quantiles are 181/400 and 219/400; a 90 % interval (185/400, 215/400) is 1 pp
+    Its 2.5 % and 97.5 % quantiles are 180/399 and 219/399; a 90 % interval (183/399, 216/399) is 1 pp
     narrower on each side and fails.
     """
     items = [f"i{j}" for j in range(400)]
     trials = pd.DataFrame({"subject": "m", "subject_kind": "model", "condition": "zero-shot", "item": items,
                            "target": "A", "response": ["A" if j < 200 else "B" for j in range(400)], "rt_ms": None})
     ci = bootstrap_table2(trials, n_resamples=20000, seed=7).set_index("metric").loc["accuracy"]
-    assert ci["ci_low"] / 100 == pytest.approx(binomial_quantile(400, 0.5, 0.025) / 400, abs=1.01 / 400)
-    assert ci["ci_high"] / 100 == pytest.approx(binomial_quantile(400, 0.5, 0.975) / 400, abs=1.01 / 400)
+    assert ci["ci_low"] / 100 == pytest.approx(binomial_quantile(399, 0.5, 0.025) / 399, abs=1.01 / 399)
+    assert ci["ci_high"] / 100 == pytest.approx(binomial_quantile(399, 0.5, 0.975) / 399, abs=1.01 / 399)
 
 
 def test_two_way_intervals_cover_the_known_population_values_of_simulated_studies():
