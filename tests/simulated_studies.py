@@ -269,3 +269,13 @@ def _p_bins_below(r: int, m: int, t: int) -> float:
         power = np.convolve(power, poly)[: r + 1]
     coeff = power[r] if len(power) > r else 0.0
     return float(coeff * math.factorial(r) / m**r)
+
+
+def model_vs_human_kappa(df_a: pd.DataFrame, df_b: pd.DataFrame) -> float:
+    """modelvshuman.plotting.analyses.ErrorConsistency, rewritten with plain loops (accuracies over all trials)."""
+    a = dict(zip(df_a["item"], df_a["response"] == df_a["target"], strict=True))
+    b = dict(zip(df_b["item"], df_b["response"] == df_b["target"], strict=True))
+    p1, p2 = sum(a.values()) / len(a), sum(b.values()) / len(b)
+    expected = p1 * p2 + (1 - p1) * (1 - p2)
+    observed = sum(a[i] == b[i] for i in a) / len(a)
+    return 1.0 if observed == 1.0 else (observed - expected) / (1 - expected)
