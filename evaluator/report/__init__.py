@@ -18,11 +18,14 @@ from . import figures as _fig
 from .export import ReportExportError, export_figures, find_browser
 from .html import render_html
 from .metrics import AVERAGES, Encoded, confusion, encode, item_table, per_class, table2
+from .replication import PAPER_TABLE2, prompts_table, read_reference, reference_for, replication_table
 from .stats import (
     RESAMPLE_UNITS,
+    bootstrap,
     bootstrap_table2,
     calibration,
     consistency_table,
+    differences_table,
     error_consistency,
     expected_calibration_error,
     fleiss_kappa,
@@ -56,9 +59,10 @@ class ReportOptions:
     include_simulated: bool = False
     include_attention_failed: bool = False
     bootstrap: int = 1000
-    resample: str = "items"
+    resample: str = "two-way"
     seed: int | None = 0
     static: bool = True
+    reference: str | None = None  # a published Table 2 (table2.csv shape); None: the paper's for meta benchmark
 
     def check(self) -> None:
         if self.average not in AVERAGES:
@@ -81,9 +85,16 @@ class ReportResult:
     files: list[Path] = field(default_factory=list)
 
 
-def compute_tables(trials: pd.DataFrame, *, options: ReportOptions = ReportOptions()) -> tuple[dict, dict]:
-    """All report tables (name → DataFrame) and the header counts, without figures or files."""
+def compute_tables(trials: pd.DataFrame, *, options: ReportOptions = ReportOptions(),
+                   meta: Mapping | None = None) -> tuple[dict, dict]:
+    """All report tables (name → DataFrame) and the header counts, without figures or files.
+
+    ``replication`` is there when a reference table applies (options.reference, or the paper's Table 2
+    when meta["benchmark"] is "oxford-pets"); ``prompts`` when meta lists them.
+    """
     options.check()
+    meta = meta or {}
+    reference, _ = reference_for(options.reference, meta)
     validated = validate_trials(trials)
     kept = exclude_participants(validated, include_simulated=options.include_simulated,
                                 include_attention_failed=options.include_attention_failed)
@@ -91,13 +102,15 @@ def compute_tables(trials: pd.DataFrame, *, options: ReportOptions = ReportOptio
     enc = encode(kept)
     classes = per_class(enc)
     cal_summary, cal_bins = calibration(enc)
+    boot = bootstrap(enc, average=options.average, n_resamples=int(options.bootstrap), resample=options.resample,
+                     seed=options.seed)
     tables = {
         "table2": table2(enc, average=options.average),
-        "table2_ci": bootstrap_table2(enc, average=options.average, n_resamples=int(options.bootstrap),
-                                      resample=options.resample, seed=options.seed),
+        "table2_ci": bootstrap_table2(boot),
+        "differences": differences_table(boot),
         "per_class": classes,
         "per_class_ranking": _fig.per_class_ranking(classes),
-        "consistency": consistency_table(enc),
+        "consistency": consistency_table(enc, n_resamples=int(options.bootstrap), seed=options.seed),
         "mcnemar": mcnemar_table(enc),
         "fleiss": fleiss_table(enc),
         "idk_gain": idk_gain(enc),
@@ -106,6 +119,11 @@ def compute_tables(trials: pd.DataFrame, *, options: ReportOptions = ReportOptio
         "calibration_bins": cal_bins,
         "confusion": confusion(enc),
     }
+    if reference is not None:
+        tables["replication"] = replication_table(reference, tables["table2_ci"])
+    prompts = prompts_table(meta)
+    if not prompts.empty:
+        tables["prompts"] = prompts
     return tables, _counts(validated, kept)
 
 
@@ -127,7 +145,7 @@ def make_figures(tables: Mapping[str, pd.DataFrame]) -> dict[str, object]:
 def compute_report(trials: pd.DataFrame, *, meta: Mapping | None = None,
                    options: ReportOptions = ReportOptions()) -> ReportResult:
     """Tables, figures and the HTML page in memory; nothing is written."""
-    tables, counts = compute_tables(trials, options=options)
+    tables, counts = compute_tables(trials, options=options, meta=meta)
     figs = make_figures(tables)
     page = render_html(meta=dict(meta or {}), counts=counts, options=asdict(options), tables=tables, figures=figs)
     return ReportResult(tables=tables, figures=figs, counts=counts, html=page)
@@ -137,7 +155,10 @@ def compute_report(trials: pd.DataFrame, *, meta: Mapping | None = None,
 CSV_FILES = {
     "table2": "table2.csv",
     "table2_ci": "table2_ci.csv",
+    "differences": "differences.csv",
     "consistency": "consistency.csv",
+    "replication": "replication.csv",
+    "prompts": "prompts.csv",
     "per_class": "per_class.csv",
     "per_class_ranking": "per_class_ranking.csv",
     "mcnemar": "mcnemar.csv",
@@ -165,6 +186,8 @@ def build_report(trials: pd.DataFrame, *, out_dir: str | Path, meta: Mapping | N
         staging = Path(tmp)
         names = []
         for key, filename in CSV_FILES.items():
+            if key not in result.tables:
+                continue  # optional tables: replication (a reference applies), prompts (META lists them)
             table = result.tables[key]
             table.drop(columns=[c for c in table.columns if c.startswith("_")]).to_csv(staging / filename,
                                                                                       index=False)
@@ -200,6 +223,7 @@ def _counts(validated: pd.DataFrame, kept: pd.DataFrame) -> dict[str, int]:
 
 __all__ = [
     "CONDITIONS",
+    "PAPER_TABLE2",
     "IDK",
     "KINDS",
     "REQUIRED_COLUMNS",
@@ -208,6 +232,7 @@ __all__ = [
     "ReportInputError",
     "ReportOptions",
     "ReportResult",
+    "bootstrap",
     "bootstrap_table2",
     "build_report",
     "calibration",
@@ -215,6 +240,7 @@ __all__ = [
     "compute_tables",
     "confusion",
     "consistency_table",
+    "differences_table",
     "encode",
     "error_consistency",
     "expected_calibration_error",
@@ -228,8 +254,12 @@ __all__ = [
     "mcnemar_table",
     "per_class",
     "prepare_trials",
+    "prompts_table",
+    "read_reference",
     "read_trials_csv",
+    "reference_for",
     "reliability_bins",
+    "replication_table",
     "response_times",
     "table2",
     "validate_trials",

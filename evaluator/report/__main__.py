@@ -28,10 +28,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--include-attention-failed", action="store_true",
                         help="keep participants who failed the attention checks")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: no CIs)")
-    parser.add_argument("--resample", choices=("items", "participants"), default="items",
-                        help="bootstrap unit (default: items, stratified by class)")
+    parser.add_argument("--resample", choices=("two-way", "items", "participants"), default="two-way",
+                        help="bootstrap unit (default two-way: human rows resample participants and items, model "
+                             "rows items; items: items only, within each class; participants: participants only)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--meta", type=Path, help="JSON object with header info (title, dataset, models, ...)")
+    parser.add_argument("--reference", type=Path, metavar="FILE",
+                        help="a published Table 2 in the shape of table2.csv, set beside ours (replication.csv); "
+                             "default: the CLIP paper's Table 2 when META's benchmark is oxford-pets")
     parser.add_argument("--no-static", action="store_true", help="skip the PNG/PDF figure export")
     return parser.parse_args(argv)
 
@@ -52,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     options = ReportOptions(average=args.average, include_simulated=args.include_simulated,
                             include_attention_failed=args.include_attention_failed, bootstrap=args.bootstrap,
-                            resample=args.resample, seed=args.seed, static=not args.no_static)
+                            resample=args.resample, seed=args.seed, static=not args.no_static,
+                            reference=str(args.reference) if args.reference else None)
     try:
         meta = read_meta(args.meta)
         trials = read_trials_csv(args.trials)

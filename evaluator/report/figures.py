@@ -183,12 +183,17 @@ def calibration_figure(bins: pd.DataFrame, summary: pd.DataFrame) -> go.Figure:
 
 
 def consistency_figure(consistency: pd.DataFrame) -> go.Figure:
-    """Mean error consistency per condition, one bar per pair kind."""
+    """Error consistency (idk counted as an error) per condition, one bar per pair kind, with 95% CIs."""
     fig = go.Figure()
-    for kind, part in consistency.groupby("pair_kind", sort=False):
-        fig.add_trace(go.Bar(name=_t(kind), x=list(part["condition"]), y=part["error_consistency"],
+    shown = consistency[consistency["idk"] == "error"] if "idk" in consistency.columns else consistency
+    for kind, part in shown.groupby("pair_kind", sort=False):
+        error = None
+        if "ci_low" in part.columns and part["ci_low"].notna().any():
+            error = dict(type="data", symmetric=False, array=(part["ci_high"] - part["error_consistency"]).tolist(),
+                         arrayminus=(part["error_consistency"] - part["ci_low"]).tolist(), thickness=1.2)
+        fig.add_trace(go.Bar(name=_t(kind), x=list(part["condition"]), y=part["error_consistency"], error_y=error,
                              customdata=part["n_pairs"], hovertemplate="kappa %{y:.3f} (%{customdata} pairs)"))
-    return _layout(fig, "Error consistency (Geirhos et al. 2020)", barmode="group",
+    return _layout(fig, "Error consistency (Geirhos et al. 2020; idk = error), 95% CI", barmode="group",
                    yaxis=dict(title="kappa", range=[-1, 1]))
 
 

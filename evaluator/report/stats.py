@@ -1,8 +1,9 @@
 """Statistics beyond the paper's Table 2.
 
-Bootstrap CIs, McNemar's exact test, Fleiss' kappa, error consistency, the "know what
-they don't know" decomposition, response times and model calibration. All functions
-take a trial table (or an :class:`~.metrics.Encoded` one) and return DataFrames.
+McNemar's exact test, Fleiss' kappa, the "know what they don't know" decomposition, response
+times and model calibration. All functions take a trial table (or an :class:`~.metrics.Encoded`
+one) and return DataFrames. Bootstrap CIs live in :mod:`.bootstrap`, error consistency in
+:mod:`.consistency`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -12,222 +13,21 @@ import math
 import numpy as np
 import pandas as pd
 
-from .metrics import (
-    GROUP_KEYS,
-    METRICS,
-    Encoded,
-    _check_average,
-    class_rates,
-    encode,
-    item_table,
-    summarise,
+from .bootstrap import (
+    CI_COLUMNS,
+    RESAMPLE_UNITS,
+    ParticipantLayout,
+    bootstrap,
+    bootstrap_table2,
+    differences_table,
 )
+from .consistency import CONSISTENCY_COLUMNS, consistency_table, error_consistency
+from .metrics import Encoded, encode, item_table
 from .trials import CONDITIONS, IDK, ReportInputError
-
-RESAMPLE_UNITS = ("items", "participants")
-CI_COLUMNS = (*GROUP_KEYS, "metric", "estimate", "ci_low", "ci_high", "n_resamples", "resample")
-CONSISTENCY_COLUMNS = ("condition", "pair_kind", "error_consistency", "n_pairs")
-_CHUNK_CELLS = 4_000_000  # resamples × units per vectorised block: bounds memory at ~32 MB per array
 
 
 def _enc(trials) -> Encoded:
     return trials if isinstance(trials, Encoded) else encode(trials)
-
-
-# --------------------------------------------------------------------------- bootstrap
-
-def bootstrap_table2(trials, *, average: str = "macro", n_resamples: int = 1000, resample: str = "items",
-                     seed: int | None = 0, level: float = 0.95) -> pd.DataFrame:
-    """Percentile bootstrap CIs (percent) for every Table 2 cell, long format (one row per group × metric).
-
-    ``resample="items"``: items are drawn with replacement *within each class* (each class
-    keeps its number of items, so the macro mean stays defined). ``"participants"``:
-    subjects are drawn with replacement within each group; a model group has one subject,
-    so its interval collapses to the estimate. ``n_resamples=0`` gives NaN bounds.
-    """
-    _check_average(average)
-    if resample not in RESAMPLE_UNITS:
-        raise ReportInputError(f"unknown resample unit {resample!r} (use one of: {', '.join(RESAMPLE_UNITS)})")
-    if n_resamples < 0:
-        raise ReportInputError("the number of bootstrap resamples must be >= 0")
-    enc = _enc(trials)
-    items = item_table(enc)
-    point = summarise(items, enc.groups, average=average)
-    rng = np.random.default_rng(seed)
-    tail = (1.0 - level) / 2.0 * 100.0
-    rows = []
-    for code, group in enc.groups.iterrows():
-        if n_resamples == 0:
-            draws = np.full((0, len(METRICS)), np.nan)
-        elif resample == "items":
-            draws = _item_draws(items[items["_group"] == code], rng, n_resamples, average)
-        else:
-            draws = _participant_draws(enc, code, rng, n_resamples, average)
-        for k, metric in enumerate(METRICS):
-            low, high = _percentiles(draws[:, k], tail)
-            rows.append([*group[list(GROUP_KEYS)], metric, point.loc[code, metric] * 100.0, low * 100.0,
-                         high * 100.0, n_resamples, resample])
-    return pd.DataFrame(rows, columns=list(CI_COLUMNS))
-
-
-def item_resample_stats(part: pd.DataFrame, index: np.ndarray, *, average: str) -> np.ndarray:
-    """Table 2 fractions for resamples of one group's items.
-
-    ``part`` is the group's item table sorted by class; ``index`` (resamples × items) holds
-    row positions into it, where slot j always draws from the class of row j. Returns
-    (resamples × 4) in METRICS order.
-    """
-    cls = part["_class"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]])
-    sizes = np.diff(np.r_[starts, len(cls)]).astype(float)
-    sums = [np.add.reduceat(part[col].to_numpy(dtype=float)[index], starts, axis=1)
-            for col in ("n_answers", "n_correct", "n_guesses", "mv_full", "mv_guess")]
-    n_items = np.broadcast_to(sizes, sums[0].shape)
-    return _combine_classes(n_items, *sums, average=average)
-
-
-def _item_draws(part: pd.DataFrame, rng: np.random.Generator, n_resamples: int, average: str) -> np.ndarray:
-    part = part.sort_values("_class", kind="stable")
-    cls = part["_class"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]])
-    sizes = np.diff(np.r_[starts, len(cls)])
-    slot_start = np.repeat(starts, sizes)
-    slot_size = np.repeat(sizes, sizes)
-    out = []
-    for b in _chunks(n_resamples, len(cls)):
-        # Stratified draw: slot j picks uniformly among the items of its own class.
-        index = slot_start + (rng.random((b, len(cls))) * slot_size).astype(np.int64)
-        out.append(item_resample_stats(part, index, average=average))
-    return np.vstack(out)
-
-
-def _participant_draws(enc: Encoded, code: int, rng: np.random.Generator, n_resamples: int,
-                       average: str) -> np.ndarray:
-    layout = ParticipantLayout(enc, code)
-    n = len(layout.subjects)
-    p = np.full(n, 1.0 / n)
-    out = []
-    for b in _chunks(n_resamples, layout.n_answers):
-        out.append(layout.stats(rng.multinomial(n, p, size=b).astype(float), average=average))
-    return np.vstack(out)
-
-
-class ParticipantLayout:
-    """One group's answers arranged so that Table 2 of a participant resample is a few array operations.
-
-    ``stats(w)`` takes resample weights (resamples × subjects, in the order of ``subjects``:
-    how often each subject was drawn) and returns (resamples × 4) fractions in METRICS order.
-    """
-
-    def __init__(self, enc: Encoded, code: int):
-        mask = enc.group == code
-        subject, subject_codes = pd.factorize(enc.subject[mask])
-        self.subjects = enc.subjects.to_numpy()[subject_codes]
-        self.n_answers = int(mask.sum())
-        item_local, item_codes = pd.factorize(enc.item[mask])
-        item_cls = enc.item_class[item_codes]
-        # Local items sorted by class, so per-class sums are contiguous segments.
-        item_order = np.argsort(item_cls, kind="stable")
-        rank = np.empty_like(item_order)
-        rank[item_order] = np.arange(len(item_order))
-        item_local = rank[item_local]
-        item_cls = item_cls[item_order]
-        cls_local, _ = pd.factorize(item_cls)  # item_cls is sorted, so codes follow class order
-        n_classes = int(cls_local.max()) + 1
-        self.class_starts = np.flatnonzero(np.r_[True, cls_local[1:] != cls_local[:-1]])
-
-        correct, guess, response = enc.correct[mask], enc.guess[mask], enc.response[mask]
-        # Per subject × class sums: the accuracies need only these (W @ S).
-        key = subject * n_classes + cls_local[item_local]
-        size = len(self.subjects) * n_classes
-        shape = (len(self.subjects), n_classes)
-        self.s_n = np.bincount(key, minlength=size).reshape(shape).astype(float)
-        self.s_c = np.bincount(key, weights=correct, minlength=size).reshape(shape)
-        self.s_g = np.bincount(key, weights=guess, minlength=size).reshape(shape)
-        target = item_cls
-        n_codes = enc.idk_code + 1
-        self.full = _VoteLayout(item_local, response, subject, target, len(item_cls), n_codes)
-        self.guessed = _VoteLayout(item_local[guess], response[guess], subject[guess], target, len(item_cls),
-                                   n_codes)
-
-    def stats(self, w: np.ndarray, *, average: str) -> np.ndarray:
-        present, mv_full = self.full.votes(w)
-        _, mv_guess = self.guessed.votes(w)
-        mv_guess &= present  # an item answered only with idk is still an item (and wrong)
-
-        def per_class(x):
-            return np.add.reduceat(x.astype(float), self.class_starts, axis=1)
-
-        return _combine_classes(per_class(present), w @ self.s_n, w @ self.s_c, w @ self.s_g, per_class(mv_full),
-                                per_class(mv_guess), average=average)
-
-
-class _VoteLayout:
-    """Answers sorted by (item, response) so that weighted vote counts are segment sums."""
-
-    def __init__(self, item, response, subject, target, n_items, n_codes):
-        key = item * n_codes + response
-        order = np.argsort(key, kind="stable")
-        self.subject = subject[order]
-        key = key[order]
-        self.pair_starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, int)
-        pair_key = key[self.pair_starts]
-        pair_item = pair_key // n_codes
-        self.is_target = (pair_key % n_codes) == target[pair_item]
-        self.item_starts = np.flatnonzero(np.r_[True, pair_item[1:] != pair_item[:-1]]) if len(pair_key) \
-            else np.zeros(0, int)
-        self.pair_seg = np.cumsum(np.r_[False, pair_item[1:] != pair_item[:-1]]) if len(pair_key) \
-            else np.zeros(0, int)
-        self.items_here = pair_item[self.item_starts]
-        self.n_items = n_items
-
-    def votes(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(item has any weight, unique top answer is the target) per resample × item."""
-        present = np.zeros((w.shape[0], self.n_items), dtype=bool)
-        correct = np.zeros_like(present)
-        if len(self.pair_starts) == 0:
-            return present, correct
-        counts = np.add.reduceat(w[:, self.subject], self.pair_starts, axis=1)
-        top = np.maximum.reduceat(counts, self.item_starts, axis=1)
-        is_top = counts == top[:, self.pair_seg]
-        n_top = np.add.reduceat(is_top.astype(np.int64), self.item_starts, axis=1)
-        target_top = np.add.reduceat((is_top & self.is_target).astype(np.int64), self.item_starts, axis=1)
-        present[:, self.items_here] = top > 0
-        correct[:, self.items_here] = (top > 0) & (n_top == 1) & (target_top == 1)
-        return present, correct
-
-
-def _combine_classes(n_items, n_answers, n_correct, n_guesses, mv_full, mv_guess, *, average: str) -> np.ndarray:
-    """(resamples × classes) sums → (resamples × 4) Table 2 fractions."""
-    if average == "micro":
-        n_items, n_answers, n_correct, n_guesses, mv_full, mv_guess = (
-            x.sum(axis=1, keepdims=True) for x in (n_items, n_answers, n_correct, n_guesses, mv_full, mv_guess))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rates = class_rates(n_items, n_answers, n_correct, n_guesses, mv_full, mv_guess)
-        # A class absent from a resample (participants mode) or without guesses is left out.
-        return np.column_stack([_row_nanmean(r) for r in rates])
-
-
-def _row_nanmean(x: np.ndarray) -> np.ndarray:
-    ok = ~np.isnan(x)
-    count = ok.sum(axis=1)
-    total = np.where(ok, x, 0.0).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def _percentiles(values: np.ndarray, tail: float) -> tuple[float, float]:
-    values = values[~np.isnan(values)]
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    low, high = np.percentile(values, [tail, 100.0 - tail])
-    return float(low), float(high)
-
-
-def _chunks(total: int, width: int):
-    step = max(1, min(total, _CHUNK_CELLS // max(width, 1)))
-    for start in range(0, total, step):
-        yield min(step, total - start)
 
 
 # --------------------------------------------------------------------------- McNemar
@@ -303,78 +103,6 @@ def fleiss_table(trials) -> pd.DataFrame:
         rows.append([group["condition"], int(rated.sum()), float(raters[rated].mean()) if rated.any() else 0.0,
                      bool(rated.any() and raters[rated].min() == raters[rated].max()), fleiss_kappa(counts)])
     return pd.DataFrame(rows, columns=["condition", "n_items", "mean_raters_per_item", "equal_raters", "kappa"])
-
-
-# --------------------------------------------------------------------------- error consistency
-
-def error_consistency(correct_a, correct_b) -> float:
-    """Geirhos et al. (2020) error consistency of two subjects' correctness on the same items.
-
-    kappa = (c_obs - c_exp) / (1 - c_exp), c_exp = p1 p2 + (1 - p1)(1 - p2). NaN when
-    undefined (no items, or c_exp = 1: both always right or both always wrong).
-    """
-    a = np.asarray(correct_a, dtype=bool)
-    b = np.asarray(correct_b, dtype=bool)
-    if len(a) == 0:
-        return float("nan")
-    return float(_kappa(float((a == b).mean()), float(a.mean()), float(b.mean())))
-
-
-def _kappa(c_obs, p1, p2):
-    c_obs, p1, p2 = (np.asarray(x, dtype=float) for x in (c_obs, p1, p2))
-    c_exp = p1 * p2 + (1 - p1) * (1 - p2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(1 - c_exp > 1e-12, (c_obs - c_exp) / (1 - c_exp), np.nan)
-
-
-def consistency_table(trials) -> pd.DataFrame:
-    """Mean error consistency per condition: all human pairs, and each human against each model.
-
-    Pairs are scored on their common items (``idk`` = wrong); pairs with no common item or
-    an undefined kappa are left out of the mean and of ``n_pairs``.
-    """
-    enc = _enc(trials)
-    kinds = enc.groups["subject_kind"].to_numpy()[enc.group]
-    conds = enc.groups["condition"].to_numpy()[enc.group]
-    rows = []
-    for condition in CONDITIONS:
-        human = (kinds == "human") & (conds == condition)
-        if not human.any():
-            continue
-        subj, _ = pd.factorize(enc.subject[human])
-        answered, right = _dense(subj, enc.item[human], enc.correct[human], len(enc.items))
-        n = answered @ answered.T
-        cc = right @ right.T
-        ca = right @ answered.T  # row subject right, column subject answered
-        agree = n - ca - ca.T + 2 * cc
-        upper = np.triu(np.ones_like(n, dtype=bool), k=1) & (n > 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            k = _kappa(agree / n, ca / n, ca.T / n)[upper]
-        k = k[~np.isnan(k)]
-        rows.append([condition, "human-human", float(k.mean()) if len(k) else float("nan"), len(k)])
-        model = (kinds == "model") & (conds == condition)
-        for name in sorted(pd.unique(enc.subjects.to_numpy()[enc.subject[model]])):
-            sel = model & (enc.subjects.to_numpy()[enc.subject] == name)
-            m_answered, m_right = _dense(np.zeros(sel.sum(), dtype=np.int64), enc.item[sel], enc.correct[sel],
-                                         len(enc.items))
-            n_m = answered @ m_answered[0]
-            cc_m = right @ m_right[0]
-            h_right = right @ m_answered[0]
-            m_r = answered @ m_right[0]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                k = _kappa((n_m - h_right - m_r + 2 * cc_m) / n_m, h_right / n_m, m_r / n_m)[n_m > 0]
-            k = k[~np.isnan(k)]
-            rows.append([condition, f"human-model:{name}", float(k.mean()) if len(k) else float("nan"), len(k)])
-    return pd.DataFrame(rows, columns=list(CONSISTENCY_COLUMNS))
-
-
-def _dense(subject, item, correct, n_items):
-    n_subjects = int(subject.max()) + 1 if len(subject) else 0
-    answered = np.zeros((n_subjects, n_items))
-    right = np.zeros((n_subjects, n_items))
-    answered[subject, item] = 1.0
-    right[subject, item] = correct
-    return answered, right
 
 
 # --------------------------------------------------------------------------- know what they don't know
@@ -510,8 +238,13 @@ def _sort_kind_condition(table: pd.DataFrame, *, by_kind: bool = True) -> pd.Dat
 
 
 __all__ = [
+    "CI_COLUMNS",
+    "CONSISTENCY_COLUMNS",
     "IDK",
+    "RESAMPLE_UNITS",
+    "bootstrap",
     "bootstrap_table2",
+    "differences_table",
     "calibration",
     "consistency_table",
     "error_consistency",
@@ -520,7 +253,6 @@ __all__ = [
     "fleiss_table",
     "idk_gain",
     "ParticipantLayout",
-    "item_resample_stats",
     "mcnemar_exact",
     "mcnemar_table",
     "reliability_bins",

@@ -4,6 +4,7 @@ import re
 
 import plotly.graph_objects as go
 import pytest
+from playwright.sync_api import sync_playwright
 from plotly.offline import get_plotlyjs
 
 from evaluator.report import ReportOptions, build_report, export_figures
@@ -22,7 +23,10 @@ def report(tmp_path_factory, request):
     trials = read_trials_csv(request.path.parent / "fixtures" / "study_trials.csv")
     out = tmp_path_factory.mktemp("report")
     meta = {"title": "Pets <pilot> & friends", "dataset": "Oxford-IIIT Pets",
-            "models": [{"name": "clip", "fingerprint": "sha256:abcd"}], "prompts": ["a photo of a {}, a type of pet."],
+            "models": [{"name": "clip", "fingerprint": "sha256:abcd"}], "benchmark": "oxford-pets",
+            "prompts": [{"model": "clip", "class": "A", "prompts": ["a photo of a A, a type of pet.", "<b>A</b>"]},
+                        {"model": "clip", "class": "B", "prompts": ["a photo of a B, a type of pet."]}],
+            "model_notes": ["training data unknown: see the CLIP paper §5"],
             "few_shot_method": "one / two example images per class shown beside the question"}
     return build_report(trials, out_dir=out, meta=meta,
                         options=ReportOptions(bootstrap=100, include_simulated=True, static=False))
@@ -35,14 +39,15 @@ def test_the_html_embeds_plotly_js_once_and_loads_nothing_external(report):
     assert "Pets &lt;pilot&gt; &amp; friends" in page and "Pets <pilot>" not in page
     assert page.index('id="table2"') < page.index('id="definitions"') < page.index('class="figure"')
     assert "Includes simulated participants" in page
+    assert page.index('id="table2"') < page.index('id="replication"') < page.index('id="definitions"')
+    assert "noise-ceiling" in page and "training data unknown: see the CLIP paper §5" in page
+    assert "<details><summary>3 prompt string(s) of 1 model run(s)" in page and "&lt;b&gt;A&lt;/b&gt;" in page
 
 
 def test_the_html_opens_in_headless_chromium_without_errors_or_network_requests(report):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not __import__("os").path.exists(CHROMIUM):
-        pytest.skip("Debian chromium is not installed")
+    # No skip: without Debian's Chromium the launch fails, as in every other browser test.
     errors, requests = [], []
-    with sync_api.sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_page()
@@ -53,6 +58,8 @@ def test_the_html_opens_in_headless_chromium_without_errors_or_network_requests(
             page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot').length === {len(report.figures)}",
                                    timeout=15000)
             assert page.locator("#table2 tbody tr").count() == len(report.tables["table2"])
+            assert page.locator("#replication tbody tr").count() == len(report.tables["replication"])
+            assert not page.locator("#prompts table").is_visible()  # folded away until asked for
             assert page.locator(".main-svg").count() > 0
         finally:
             browser.close()

@@ -1,53 +1,25 @@
 """Statistics against hand-computed or textbook values (fractions worked out on paper)."""
 
-from fractions import Fraction as F
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from evaluator.report import (
-    bootstrap_table2,
     calibration,
-    consistency_table,
-    encode,
-    error_consistency,
     expected_calibration_error,
     fleiss_kappa,
     fleiss_table,
     idk_gain,
-    item_table,
     mcnemar_exact,
     mcnemar_table,
     response_times,
-    table2,
 )
-from evaluator.report.metrics import METRICS
-from evaluator.report.stats import ParticipantLayout, item_resample_stats
 
 # Wikipedia's "Fleiss' kappa" worked example: 10 subjects, 14 raters, 5 categories, kappa ≈ 0.210.
 WIKIPEDIA_FLEISS = np.array([
     [0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
     [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7],
 ])
-
-
-def test_error_consistency_of_two_humans_and_a_model_matches_the_hand_computation(consistency_trials):
-    table = consistency_table(consistency_trials)
-    assert list(table.columns) == ["condition", "pair_kind", "error_consistency", "n_pairs"]
-    rows = table.set_index("pair_kind")
-    # u1 vs u2 on i2..i5: u1 1,0,1,0; u2 1,0,0,0 -> c_obs 3/4, c_exp 1/2*1/4 + 1/2*3/4 = 1/2 -> 1/2.
-    assert rows.loc["human-human", "error_consistency"] == pytest.approx(0.5, abs=1e-12)
-    assert rows.loc["human-human", "n_pairs"] == 1
-    # u1 vs m on i1..i5: kappa (3/5 - 13/25)/(12/25) = 1/6; u2 vs m on i2..i6: (4/5 - 12/25)/(13/25) = 8/13.
-    assert rows.loc["human-model:m", "error_consistency"] == pytest.approx(float((F(1, 6) + F(8, 13)) / 2), abs=1e-12)
-    assert rows.loc["human-model:m", "n_pairs"] == 2
-    assert (table["condition"] == "zero-shot").all()
-
-
-def test_error_consistency_is_undefined_when_both_subjects_are_always_right():
-    assert np.isnan(error_consistency([True, True], [True, True]))
-    assert error_consistency([True, False, True, False], [True, False, True, False]) == pytest.approx(1.0)
 
 
 def test_fleiss_kappa_reproduces_the_textbook_example():
@@ -129,63 +101,3 @@ def test_response_times_report_median_and_interquartile_range(study):
     # 900 950 1000 1050 1100 1150 1200: median 1050, linear quartiles 975 and 1125.
     assert (two["n"], two["median_ms"], two["q1_ms"], two["q3_ms"], two["iqr_ms"]) == (7, 1050, 975, 1125, 150)
     assert ("model", "zero-shot") not in table.index  # models have no response times
-
-
-def _resampled_items_trials(trials, part, index_row):
-    """Trials in which item slot j is a renamed copy of the item drawn for it."""
-    pieces = []
-    for slot, row in enumerate(index_row):
-        item = part.iloc[row]["item"]
-        pieces.append(trials[trials["item"] == item].assign(item=f"{item}#{slot}"))
-    return pd.concat(pieces, ignore_index=True)
-
-
-@pytest.mark.parametrize("average", ["macro", "micro"])
-def test_vectorised_item_bootstrap_equals_table2_of_the_resampled_trials(study, average):
-    enc = encode(study)
-    items = item_table(enc)
-    code = 0  # human zero-shot
-    part = items[items["_group"] == code].sort_values("_class", kind="stable").reset_index(drop=True)
-    humans = enc.trials[(enc.trials["subject_kind"] == "human") & (enc.trials["condition"] == "zero-shot")]
-    rng = np.random.default_rng(3)
-    cls = part["_class"].to_numpy()
-    index = np.array([[rng.choice(np.flatnonzero(cls == c)) for c in cls] for _ in range(12)])
-    fast = item_resample_stats(part, index, average=average) * 100
-    for r in range(len(index)):
-        slow = table2(_resampled_items_trials(humans, part, index[r]), average=average).iloc[0]
-        assert fast[r] == pytest.approx([slow[m] for m in METRICS], abs=1e-9, nan_ok=True)
-
-
-@pytest.mark.parametrize("average", ["macro", "micro"])
-def test_vectorised_participant_bootstrap_equals_table2_of_the_resampled_trials(study, average):
-    enc = encode(study)
-    layout = ParticipantLayout(enc, 1)  # human one-shot: h1, h2, h3
-    rng = np.random.default_rng(5)
-    humans = enc.trials[(enc.trials["subject_kind"] == "human") & (enc.trials["condition"] == "one-shot")]
-    weights = rng.multinomial(3, [1 / 3] * 3, size=10).astype(float)
-    fast = layout.stats(weights, average=average) * 100
-    for r, w in enumerate(weights):
-        copies = [humans[humans["subject"] == s].assign(subject=f"{s}#{k}")
-                  for s, n in zip(layout.subjects, w, strict=True) for k in range(int(n))]
-        slow = table2(pd.concat(copies, ignore_index=True), average=average).iloc[0]
-        assert fast[r] == pytest.approx([slow[m] for m in METRICS], abs=1e-9, nan_ok=True)
-
-
-def test_bootstrap_cis_bracket_every_estimate_and_are_reproducible_with_a_seed(study):
-    first = bootstrap_table2(study, n_resamples=300, seed=11)
-    again = bootstrap_table2(study, n_resamples=300, seed=11)
-    pd.testing.assert_frame_equal(first, again)
-    assert len(first) == len(table2(study)) * 4
-    assert (first["ci_low"] <= first["estimate"] + 1e-9).all()
-    assert (first["estimate"] <= first["ci_high"] + 1e-9).all()
-    clip_one = first[(first["subject"] == "clip") & (first["condition"] == "one-shot")]
-    # Stratified by class: CLIP one-shot is right on every A and B item and wrong on the only C item.
-    assert (clip_one["ci_low"] == clip_one["ci_high"]).all()
-
-
-def test_participant_bootstrap_gives_models_no_spread_and_humans_some(study):
-    table = bootstrap_table2(study, n_resamples=200, resample="participants", seed=1)
-    models = table[table["subject_kind"] == "model"]
-    assert np.allclose(models["ci_low"], models["estimate"]) and np.allclose(models["ci_high"], models["estimate"])
-    humans = table[(table["subject_kind"] == "human") & (table["condition"] == "one-shot")]
-    assert (humans["ci_high"] - humans["ci_low"]).max() > 0

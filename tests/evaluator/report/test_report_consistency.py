@@ -1,0 +1,148 @@
+"""Error consistency: hand values, model-vs-human's per-pair mean on full-overlap data, and recovery in sparse designs.
+
+The sparse-design estimator is checked against the value it must recover: the full-overlap mean of
+per-pair kappas of the same simulated people (tests/simulated_studies.py), at k = 3, 5 and 10 answers
+per item.
+"""
+
+import itertools
+from fractions import Fraction as F
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evaluator.report import consistency_table, error_consistency
+from tests.simulated_studies import Population, full_overlap_consistency, model_vs_human_kappa, simulate_study
+
+
+def rows(table, idk="error"):
+    return table[table["idk"] == idk].set_index("pair_kind")
+
+
+def test_the_first_four_columns_and_pair_kinds_stay_as_before(consistency_trials):
+    table = consistency_table(consistency_trials)
+    assert list(table.columns[:4]) == ["condition", "pair_kind", "error_consistency", "n_pairs"]
+    assert list(table.columns[4:]) == ["idk", "ci_low", "ci_high", "n_resamples", "resample"]
+    assert list(rows(table).index) == ["human-human", "noise-ceiling", "human-model:m"]
+    assert set(table["idk"]) == {"error", "dropped"}
+
+
+def test_error_consistency_with_idk_as_error_matches_the_hand_computation(consistency_trials):
+    r = rows(consistency_table(consistency_trials))
+    # p_u1 = 3/5 (i1-i5), p_u2 = 2/5 (i2-i6), p_m = 4/6 over all their answers.
+    # u1-u2 on i2-i5: 3 of 4 agree; c = 12/25 -> (3/4 - 12/25) / (13/25) = 27/52.
+    assert r.loc["human-human", "error_consistency"] == pytest.approx(27 / 52, abs=1e-12)
+    assert r.loc["human-human", "n_pairs"] == 1
+    # u1-m: 3 of 5 agree, c = 8/15 -> (3 - 5*8/15)/(7/15) = 5/7; u2-m: 4 of 5, c = 7/15 -> 25/8; / (5 + 5).
+    assert r.loc["human-model:m", "error_consistency"] == pytest.approx(float((F(5, 7) + F(25, 8)) / 10), abs=1e-12)
+    assert r.loc["human-model:m", "n_pairs"] == 2
+
+
+def test_the_noise_ceiling_sets_each_person_against_the_majority_of_the_others(consistency_trials):
+    r = rows(consistency_table(consistency_trials))
+    # Items with another answer: i2-i5. The other's answer is right for u1 on i2 only, for u2 on i2 and i4
+    # (u1's idk on i5 is a wrong majority) -> p_M = 3/8.
+    # u1 [1,0,1,0] vs [1,0,0,0]: 3 of 4, c = 19/40 -> 44/21; u2 [1,0,0,0] vs [1,0,1,0]: 3 of 4, c = 21/40 -> 36/19.
+    expected = (F(44, 21) + F(36, 19)) / 8
+    assert r.loc["noise-ceiling", "error_consistency"] == pytest.approx(float(expected), abs=1e-12)
+    assert r.loc["noise-ceiling", "n_pairs"] == 2
+
+
+def test_error_consistency_with_idk_dropped_matches_the_hand_computation(consistency_trials):
+    r = rows(consistency_table(consistency_trials), "dropped")
+    # u1's idk on i5 is gone: p_u1 = 3/4. u1-u2 on i2-i4: 2 of 3 agree, c = 9/20 -> 13/33.
+    assert r.loc["human-human", "error_consistency"] == pytest.approx(13 / 33, abs=1e-12)
+    # u1-m on i1-i4: 2 of 4, c = 7/12 -> -4/5; u2-m as before 25/8 (n = 5) -> (-4/5 + 25/8) / 9.
+    assert r.loc["human-model:m", "error_consistency"] == pytest.approx(float((F(-4, 5) + F(25, 8)) / 9), abs=1e-12)
+
+
+def test_error_consistency_is_undefined_when_both_subjects_are_always_right():
+    assert np.isnan(error_consistency([True, True], [True, True]))
+    assert error_consistency([True, False, True, False], [True, False, True, False]) == pytest.approx(1.0)
+
+
+def test_on_full_overlap_data_it_equals_model_vs_humans_mean_of_pairwise_kappas():
+    """Everyone answers every item (model-vs-human's design): the estimator is exactly its per-pair mean.
+
+    The same check on model-vs-human's real `sketch` raw data (not shipped here: it is theirs) is
+    benchmarks/check_model_vs_human.py; it agreed to about 1e-12 (docs/reports.md).
+    """
+    study = simulate_study(Population(), n_participants=7, items_per_class=20, k=7, seed=11)
+    trials = study.trials(sparse=False)
+    by_subject = {s: part for s, part in trials.groupby("subject")}
+    people = sorted(s for s in by_subject if s != "model")
+    human_human = np.mean([model_vs_human_kappa(by_subject[a], by_subject[b])
+                           for a, b in itertools.combinations(people, 2)])
+    human_model = np.mean([model_vs_human_kappa(by_subject[a], by_subject["model"]) for a in people])
+    r = rows(consistency_table(trials))
+    assert r.loc["human-human", "n_pairs"] == 21
+    assert r.loc["human-human", "error_consistency"] == pytest.approx(human_human, abs=1e-9)
+    assert r.loc["human-model:model", "error_consistency"] == pytest.approx(human_model, abs=1e-9)
+    assert 0.1 < human_human < 0.9  # errors follow item difficulty, so people agree beyond chance
+
+
+# k answers per item -> items per class: fewer answers per item need more items for the same precision.
+RECOVERY_DESIGNS = [(3, 100), (5, 60), (10, 30)]
+
+
+@pytest.mark.parametrize(("k", "items_per_class"), RECOVERY_DESIGNS)
+@pytest.mark.parametrize("idk", ["error", "dropped"])
+def test_the_sparse_estimate_recovers_the_full_overlap_value_within_0_03(k, items_per_class, idk):
+    for seed in range(4):
+        study = simulate_study(Population(), n_participants=60, items_per_class=items_per_class, k=k, seed=seed)
+        truth = full_overlap_consistency(study, idk=idk)
+        r = rows(consistency_table(study.trials()), idk)
+        assert r.loc["human-human", "error_consistency"] == pytest.approx(truth["human-human"], abs=0.03), seed
+        assert r.loc["human-model:model", "error_consistency"] == pytest.approx(truth["human-model"], abs=0.03), seed
+
+
+def test_the_naive_mean_of_pairwise_kappas_would_not_recover_it():
+    """Why the estimator changed: the plain mean over pairs of kappas on their 1-3 common items is biased to 0."""
+    study = simulate_study(Population(), n_participants=60, items_per_class=10, k=5, seed=0)
+    truth = full_overlap_consistency(study)["human-human"]
+    right = study.full == study.item_class[None, :]
+    mask = study.sparse_mask
+    naive = [error_consistency(right[a][mask[a] & mask[b]], right[b][mask[a] & mask[b]])
+             for a, b in itertools.combinations(range(len(right)), 2) if (mask[a] & mask[b]).any()]
+    naive = np.nanmean(naive)
+    estimate = rows(consistency_table(study.trials())).loc["human-human", "error_consistency"]
+    assert truth - naive > 0.05
+    assert abs(estimate - truth) < abs(naive - truth)
+
+
+def test_without_shared_item_difficulty_every_consistency_and_the_ceiling_are_near_zero():
+    flat = Population(item_sd=0.0, class_sd=0.0, model_coupling=0.0)
+    study = simulate_study(flat, n_participants=60, items_per_class=60, k=5, seed=3)
+    r = rows(consistency_table(study.trials()))
+    for kind in ("human-human", "noise-ceiling", "human-model:model"):
+        assert r.loc[kind, "error_consistency"] == pytest.approx(0.0, abs=0.03), kind
+
+
+def test_the_noise_ceiling_lies_above_human_human_when_errors_follow_item_difficulty():
+    study = simulate_study(Population(), n_participants=60, items_per_class=30, k=10, seed=1)
+    r = rows(consistency_table(study.trials()))
+    assert r.loc["noise-ceiling", "error_consistency"] > r.loc["human-human", "error_consistency"] + 0.05
+
+
+def test_two_way_cis_bracket_the_estimate_and_cover_the_full_overlap_value():
+    study = simulate_study(Population(), n_participants=60, items_per_class=10, k=5, seed=2)
+    truth = full_overlap_consistency(study)
+    table = consistency_table(study.trials(), n_resamples=300, seed=4)
+    assert (table["resample"] == "two-way").all() and (table["n_resamples"] == 300).all()
+    assert (table["ci_low"] <= table["error_consistency"]).all()
+    assert (table["error_consistency"] <= table["ci_high"]).all()
+    r = rows(table)
+    for kind, known in (("human-human", truth["human-human"]), ("human-model:model", truth["human-model"])):
+        assert r.loc[kind, "ci_low"] <= known <= r.loc[kind, "ci_high"], kind
+    assert (r["ci_high"] - r["ci_low"]).min() > 0.02  # a real interval, not a point
+
+
+def test_several_models_in_one_condition_each_get_their_rows():
+    study = simulate_study(Population(), n_participants=20, items_per_class=3, k=3, seed=5)
+    trials = study.trials()
+    models = trials[trials["subject_kind"] == "model"]
+    second = models.assign(subject="run · zero-shot prior", response=models["target"])
+    table = consistency_table(pd.concat([trials, second], ignore_index=True))
+    assert {"human-model:model", "human-model:run · zero-shot prior"} <= set(table["pair_kind"])
+    assert len(table) == 2 * 4  # per idk convention: human-human, ceiling, two models
