@@ -65,6 +65,7 @@ STUDY, STUDY_ITEM, CONDITION, SHOT, CLASS_LABEL, ITEM = (
 FROZEN_TABLES: tuple[str, ...] = (STUDY, STUDY_ITEM, CONDITION, SHOT, CLASS_LABEL, ITEM)
 # The prefix of every refusal: services and the admin recognise the error by it.
 MARK = "frozen study: "
+_PG_TRUNCATE = "studyapp_frozen_truncate"  # one statement-level trigger (and function) for all six tables
 _PG_ERRCODE = "23000"  # integrity_constraint_violation: Django raises IntegrityError, as SQLite's RAISE(ABORT) does
 
 
@@ -163,10 +164,6 @@ def _sqlite_trigger_names() -> list[tuple[str, str]]:
     return [(f"{rule.name}_{event.lower()}", rule.table) for rule in rules for event in rule.when]
 
 
-def _pg_truncate_function() -> str:
-    return "studyapp_frozen_truncate"
-
-
 def create_sql(vendor: str, *, study_columns: Sequence[str] = STUDY_FROZEN_COLUMNS,
                class_columns: Sequence[str] = CLASS_LABEL_FROZEN_COLUMNS,
                item_columns: Sequence[str] = ITEM_FROZEN_COLUMNS) -> list[str]:
@@ -196,13 +193,13 @@ def create_sql(vendor: str, *, study_columns: Sequence[str] = STUDY_FROZEN_COLUM
                    f"FOR EACH ROW EXECUTE FUNCTION {rule.name}()")
     # TRUNCATE skips row triggers; refuse it outright while any study is open or closed.
     out.append(
-        f"CREATE FUNCTION {_pg_truncate_function()}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
+        f"CREATE FUNCTION {_PG_TRUNCATE}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n"
         f"  IF EXISTS (SELECT 1 FROM {STUDY} WHERE status <> 'draft') THEN\n"
         f"    RAISE EXCEPTION USING ERRCODE = '{_PG_ERRCODE}', MESSAGE = "
         f"{_quote(MARK + 'TRUNCATE would empty open or closed studies')};\n  END IF;\n  RETURN NULL;\nEND $$"
     )
-    out += [f"CREATE TRIGGER {_pg_truncate_function()} BEFORE TRUNCATE ON {table} "
-            f"FOR EACH STATEMENT EXECUTE FUNCTION {_pg_truncate_function()}()" for table in FROZEN_TABLES]
+    out += [f"CREATE TRIGGER {_PG_TRUNCATE} BEFORE TRUNCATE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {_PG_TRUNCATE}()" for table in FROZEN_TABLES]
     return out
 
 
@@ -214,8 +211,8 @@ def drop_sql(vendor: str) -> list[str]:
     out = []
     for rule in rules:
         out += [f"DROP TRIGGER IF EXISTS {rule.name} ON {rule.table}", f"DROP FUNCTION IF EXISTS {rule.name}()"]
-    out += [f"DROP TRIGGER IF EXISTS {_pg_truncate_function()} ON {table}" for table in FROZEN_TABLES]
-    return out + [f"DROP FUNCTION IF EXISTS {_pg_truncate_function()}()"]
+    out += [f"DROP TRIGGER IF EXISTS {_PG_TRUNCATE} ON {table}" for table in FROZEN_TABLES]
+    return out + [f"DROP FUNCTION IF EXISTS {_PG_TRUNCATE}()"]
 
 
 def present_columns(columns: Sequence[str], existing: Iterable[str]) -> list[str]:
