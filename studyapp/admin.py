@@ -5,12 +5,13 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from studyapp.models import ClassLabel, Condition, Dataset, Item, Participant, ShotExample, Study
+from studyapp.frozen import STUDY_FROZEN_COLUMNS, readable_frozen_errors
+from studyapp.models import ClassLabel, Condition, Dataset, FrozenStudyError, Item, Participant, ShotExample, Study
 from studyapp.selectors.studies import study_progress
 from studyapp.services.datasets import DatasetImportError, dataset_import
 from studyapp.services.images import image_path
@@ -50,15 +51,53 @@ def _within_import_roots(raw: str) -> str:
     return str(resolved)  # the checked path itself, so a link swapped in afterwards cannot redirect the import
 
 
+class FrozenRefusalAsMessage:
+    """The database refuses changes to what an open or closed study shows (studyapp/frozen.py): show
+    its reason on the page the user came from instead of an error page. Nothing was written."""
+
+    def changeform_view(self, request, *args, **kwargs):
+        return self._refusal_as_message(request, super().changeform_view, *args, **kwargs)
+
+    def delete_view(self, request, *args, **kwargs):
+        return self._refusal_as_message(request, super().delete_view, *args, **kwargs)
+
+    def changelist_view(self, request, *args, **kwargs):  # actions and list edits
+        return self._refusal_as_message(request, super().changelist_view, *args, **kwargs)
+
+    def _refusal_as_message(self, request, view, *args, **kwargs):
+        try:
+            # Its own transaction: Django's deletes run in atomic(savepoint=False), and a refused one must
+            # roll back to here, not spoil a transaction around the request.
+            with readable_frozen_errors(), transaction.atomic():
+                return view(request, *args, **kwargs)
+        except FrozenStudyError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+
+def _used_by_a_running_study(dataset: Dataset | None) -> bool:
+    return dataset is not None and dataset.studies.exclude(status=Study.Status.DRAFT).exists()
+
+
 class ClassLabelInline(admin.TabularInline):
     model = ClassLabel
     fields = ["index", "name", "prompt_name"]
     extra = 0
     ordering = ["index"]
 
+    # Class names are the answer buttons and the model's prompts of every study of the dataset.
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields if _used_by_a_running_study(obj) else []
+
+    def has_add_permission(self, request, obj=None):
+        return not _used_by_a_running_study(obj) and super().has_add_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return not _used_by_a_running_study(obj) and super().has_delete_permission(request, obj)
+
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(FrozenRefusalAsMessage, admin.ModelAdmin):
     list_display = ["name", "source_format", "n_classes", "n_items", "created_at"]
     readonly_fields = ["code", "source_format", "source_path", "created_at"]
     inlines = [ClassLabelInline]
@@ -100,7 +139,7 @@ class DatasetAdmin(admin.ModelAdmin):
 
 
 @admin.register(Item)
-class ItemAdmin(admin.ModelAdmin):
+class ItemAdmin(FrozenRefusalAsMessage, admin.ModelAdmin):
     list_display = ["thumbnail", "original_filename", "label", "split", "dataset"]
     list_filter = ["dataset", "split"]
     search_fields = ["original_filename", "content_hash"]
@@ -174,7 +213,7 @@ def _create_kwargs(data: dict) -> dict:
 
 
 @admin.register(Study)
-class StudyAdmin(admin.ModelAdmin):
+class StudyAdmin(FrozenRefusalAsMessage, admin.ModelAdmin):
     form = StudyAdminForm
     list_display = ["title", "status", "dataset", "design", "k_per_item", "n_items", "progress_summary", "join_link",
                     "report_links"]
@@ -225,9 +264,12 @@ class StudyAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj)) + ["status"]
         if obj and obj.is_frozen:
-            fields += ["dataset", "design", "k_per_item", "test_split", "shot_split", "test_items_per_class", "seed",
-                       "allow_idk"]
+            fields += [f.name for f in Study._meta.concrete_fields if f.column in STUDY_FROZEN_COLUMNS and f.editable]
         return fields
+
+    def has_delete_permission(self, request, obj=None):
+        # The database refuses it too: an open or closed study's answers are the study's record.
+        return not (obj and obj.is_frozen) and super().has_delete_permission(request, obj)
 
     def save_model(self, request, obj, form, change):
         if change:

@@ -3,8 +3,9 @@
 Invariants live in the database wherever a constraint can express them: one response per
 assignment, at most k live assignments per (condition, item) through numbered slots, one shot
 example per (condition, class, rank), a participant never twice on the same item in a condition.
-Once a study is open its items, classes and shots are frozen: the service refuses changes and the
-frozen models refuse save/delete, so humans and model provably see the same things.
+Once a study is open its items, classes, shots and design are frozen: the database refuses any change
+(triggers from studyapp/frozen.py, whatever writes), and the frozen models' save/delete say so early,
+so humans and model provably see the same things.
 """
 
 import secrets

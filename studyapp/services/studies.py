@@ -6,6 +6,7 @@ from collections import defaultdict
 from django.db import transaction
 from django.utils import timezone
 
+from studyapp.frozen import readable_frozen_errors
 from studyapp.models import Condition, Dataset, FrozenStudyError, Item, ShotExample, Study, StudyItem
 
 
@@ -62,10 +63,10 @@ def _draw_test_items(*, study: Study, rng: random.Random) -> None:
 
 def study_set_conditions(*, study: Study, shots: tuple[int, ...]) -> None:
     """(Re)create the conditions and draw the shots: two per class, the one-shot set being the first."""
-    _require_draft(study)
-    if not shots or any(s not in (0, 1, 2) for s in shots) or len(set(shots)) != len(shots):
-        raise StudySetupError(f"conditions must be distinct shot counts among 0, 1, 2; got {shots}")
-    with transaction.atomic():
+    with readable_frozen_errors(), transaction.atomic():
+        _require_draft(study)
+        if not shots or any(s not in (0, 1, 2) for s in shots) or len(set(shots)) != len(shots):
+            raise StudySetupError(f"conditions must be distinct shot counts among 0, 1, 2; got {shots}")
         ShotExample.objects.filter(condition__study=study).delete()
         study.conditions.all().delete()
         needed = max(shots)
@@ -126,5 +127,10 @@ def study_close(*, study: Study) -> Study:
 
 
 def _require_draft(study: Study) -> None:
-    if Study.objects.get(pk=study.pk).is_frozen:
-        raise FrozenStudyError(f"study {study.title!r} is {study.status}: its items, classes and shots are frozen")
+    """Call inside the transaction that changes the study's set-up."""
+    # The lock lasts until that transaction ends. study_open takes it too, so an open that comes
+    # meanwhile waits and then checks the new set, and a change never lands on a study opened after
+    # the check. (SQLite: every write transaction already runs alone, so the lock is a no-op there.)
+    locked = Study.objects.select_for_update().get(pk=study.pk)
+    if locked.is_frozen:
+        raise FrozenStudyError(f"study {locked.title!r} is {locked.status}: its items, classes and shots are frozen")

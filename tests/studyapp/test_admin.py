@@ -5,7 +5,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from studyapp.models import Dataset, ShotExample, Study
+from studyapp.models import ClassLabel, Dataset, Item, ShotExample, Study
 from studyapp.services.demo import PETS_DATASET
 from tests.factories import make_dataset, make_study, write_image
 
@@ -88,6 +88,65 @@ def test_the_admin_opens_and_closes_studies(admin_client):
     admin_client.post(changelist, {"action": "close_studies", "_selected_action": [study.pk]})
     study.refresh_from_db()
     assert study.status == Study.Status.CLOSED
+
+
+def test_an_open_studys_design_is_read_only_in_the_admin_and_a_post_changes_only_what_may_change(admin_client):
+    study = make_study(instructions="Label each photo.")
+    url = reverse("admin:studyapp_study_change", args=[study.pk])
+    html = admin_client.get(url).content.decode()
+    for name in ("k_per_item", "seed", "design", "instructions", "consent_text", "attention_check_rate"):
+        assert f'name="{name}"' not in html, name
+    conditions = list(study.conditions.order_by("shots"))
+    response = admin_client.post(url, {
+        "title": "Renamed", "k_per_item": 1, "seed": 1, "instructions": "Changed.", "reservation_minutes": 45,
+        "conditions-TOTAL_FORMS": len(conditions), "conditions-INITIAL_FORMS": len(conditions),
+        **{f"conditions-{i}-id": c.pk for i, c in enumerate(conditions)},
+        **{f"conditions-{i}-study": study.pk for i, c in enumerate(conditions)},
+    })
+    assert response.status_code == 302, response.content.decode()[:3000]
+    after = Study.objects.get(pk=study.pk)
+    assert (after.title, after.reservation_minutes) == ("Renamed", 45)
+    assert (after.k_per_item, after.seed, after.instructions) == (study.k_per_item, study.seed, "Label each photo.")
+
+
+def test_the_admin_refuses_to_delete_an_open_study(admin_client):
+    study = make_study()
+    assert admin_client.get(reverse("admin:studyapp_study_delete", args=[study.pk])).status_code == 403
+    changelist = reverse("admin:studyapp_study_changelist")
+    response = admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [study.pk]})
+    assert "Cannot delete study" in response.content.decode()
+    response = admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [study.pk], "post": "yes"})
+    assert response.status_code == 403
+    assert Study.objects.filter(pk=study.pk).exists()
+
+
+def test_an_item_relabelled_in_the_admin_while_a_study_shows_it_is_refused_with_the_reason(admin_client):
+    study = make_study()
+    item = study.study_items.select_related("item").first().item
+    other = ClassLabel.objects.filter(dataset=study.dataset).exclude(pk=item.label_id).first()
+    url = reverse("admin:studyapp_item_change", args=[item.pk])
+    response = admin_client.post(url, {"dataset": item.dataset_id, "split": item.split, "label": other.pk}, follow=True)
+    assert "Frozen study: an item that an open or closed study shows" in response.content.decode()
+    assert Item.objects.get(pk=item.pk).label_id == item.label_id
+
+
+def test_deleting_attention_check_images_with_the_admin_action_is_refused_with_the_reason(admin_client):
+    study = make_study(dataset=make_dataset(n_classes=2, train_per_class=3), attention_check_rate=0.2)
+    shots = ShotExample.objects.filter(condition__study=study).values("item_id")
+    spare = Item.objects.filter(dataset=study.dataset, split="train").exclude(id__in=shots).first()
+    response = admin_client.post(reverse("admin:studyapp_item_changelist"),
+                                 {"action": "delete_selected", "_selected_action": [spare.pk], "post": "yes"}, follow=True)
+    assert "(test item, shot example or attention check) cannot change" in response.content.decode()
+    assert Item.objects.filter(pk=spare.pk).exists()
+
+
+def test_the_classes_of_a_dataset_that_an_open_study_uses_are_read_only_in_the_admin(admin_client):
+    study = make_study()
+    html = admin_client.get(reverse("admin:studyapp_dataset_change", args=[study.dataset_id])).content.decode()
+    assert 'name="classes-0-name"' not in html and "Class A" in html
+    draft = make_study(open_it=False)
+    html = admin_client.get(reverse("admin:studyapp_dataset_change", args=[draft.dataset_id])).content.decode()
+    assert 'name="classes-0-name"' in html
 
 
 def test_a_study_created_in_the_admin_gets_items_conditions_and_shots(admin_client):
