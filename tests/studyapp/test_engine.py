@@ -238,6 +238,102 @@ class TestDesigns:
         assert participant.assignments.values("condition").annotate(n=Count("id")).count() == 3
 
 
+def lapse(*participants: Participant) -> None:
+    """Their reservations run out (nobody has swept them yet: they are still marked reserved)."""
+    Assignment.objects.filter(participant__in=participants, status="reserved").update(
+        expires_at=timezone.now() - timedelta(seconds=1))
+
+
+@pytest.mark.django_db
+class TestPlacesComeBack:
+    """A lapsed reservation is a free place everywhere at once: item fill, condition choice, "study full"."""
+
+    def between(self, **fields) -> Study:
+        fields = {"k_per_item": 1, "items_per_participant": 1, **fields}
+        return make_study(dataset=make_dataset(n_classes=2, train_per_class=2, test_per_class=1),
+                          design=Study.Design.BETWEEN, **fields)
+
+    def test_two_newcomers_get_the_two_places_of_a_condition_whose_only_reservations_lapsed(self):
+        study = self.between()  # 2 items x k=1 per condition, 1 item per participant: 2 places per condition
+        by_condition: dict[int, list[Participant]] = {}
+        while len(by_condition) < 3 or any(len(v) < 2 for v in by_condition.values()):
+            participant = enrol(study)
+            by_condition.setdefault(participant.condition_id, []).append(participant)
+            assert participant_start(participant=participant).step == Step.TRIAL
+        abandoned_id = next(iter(by_condition))
+        abandoned = by_condition.pop(abandoned_id)
+        for people in by_condition.values():
+            for participant in people:
+                answer_all(participant)  # the other two conditions are full for good
+        lapse(*abandoned)
+        # People who joined long ago and never started hold nothing either.
+        stale = [enrol(study) for _ in range(2)]
+        Participant.objects.filter(pk__in=[p.pk for p in stale]).update(
+            condition_id=abandoned_id, created_at=timezone.now() - timedelta(days=1))
+        newcomers = [enrol(study), enrol(study)]
+        assert [p.condition_id for p in newcomers] == [abandoned_id] * 2
+        steps = [participant_start(participant=p) for p in newcomers]
+        assert [s.step for s in steps] == [Step.TRIAL] * 2
+        assert {s.assignment.item_id for s in steps} == set(study.study_items.values_list("item_id", flat=True))
+        assert_never_above_k(study)
+
+    def test_condition_balance_counts_answers_and_live_reservations_not_participants(self):
+        study = self.between(k_per_item=2)
+        first = [enrol(study) for _ in range(3)]  # one per condition, in the seeded order
+        for participant in first:
+            participant_start(participant=participant)
+        quitter_condition = first[0].condition_id
+        # Two more people in the first condition start and walk away: three participants, nothing held.
+        quitters = []
+        for _ in range(2):
+            participant = enrol(study)
+            Participant.objects.filter(pk=participant.pk).update(condition_id=quitter_condition)
+            participant.refresh_from_db()
+            participant_start(participant=participant)
+            quitters.append(participant)
+        lapse(first[0], *quitters)
+        assert enrol(study).condition_id == quitter_condition
+
+    def test_a_late_answer_takes_a_slot_whose_new_holder_has_lapsed_too(self):
+        study = make_study(dataset=make_dataset(n_classes=1, test_per_class=1, train_per_class=2), shots=(0,),
+                           items_per_participant=1, k_per_item=1)
+        first = enrol(study)
+        held = participant_start(participant=first).assignment
+        lapse(first)
+        second = enrol(study)
+        assert participant_start(participant=second).step == Step.TRIAL  # takes the lapsed slot
+        lapse(second)
+        outcome = response_submit(assignment=held, choice="0")
+        assert outcome.created and not outcome.refused
+        assert participant_next_step(participant=second).step == Step.FULL
+        assert_never_above_k(study)
+
+    def test_several_participants_with_lapses_in_every_condition_fill_each_item_to_exactly_k(self):
+        study = make_study(dataset=make_dataset(n_classes=3, test_per_class=2, train_per_class=2),
+                           items_per_participant=3, k_per_item=2)
+        walked_away = []
+        for round_ in range(4):
+            people = [enrol(study) for _ in range(3)]
+            for participant in people:
+                step = participant_start(participant=participant)
+                if round_ % 2 == 0 and participant is people[0]:
+                    walked_away.append(participant)  # holds a batch, never answers
+                    continue
+                while step.step == Step.TRIAL:
+                    response_submit(assignment=step.assignment, choice="1")
+                    step = participant_next_step(participant=participant)
+            lapse(*walked_away)
+        while participant_start(participant=(late := enrol(study))).step != Step.FULL:
+            answer_all(late)
+        assert_filled_exactly(study, conditions=3)
+
+
+def assert_never_above_k(study: Study) -> None:
+    live = (Assignment.objects.filter(condition__study=study, is_attention_check=False)
+            .exclude(status="expired").values("condition", "item").annotate(n=Count("id")))
+    assert all(row["n"] <= study.k_per_item for row in live)
+
+
 def assert_filled_exactly(study: Study, *, conditions: int) -> None:
     counts = answers_per_item(study)
     n_items = study.study_items.count()

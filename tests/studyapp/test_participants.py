@@ -9,7 +9,7 @@ from django.utils import timezone
 from PIL import Image
 
 from studyapp.models import Assignment, Participant, Response, Study
-from studyapp.services.participants import participant_join
+from studyapp.services.participants import participant_join, response_submit
 from studyapp.services.studies import study_close
 from tests.factories import make_dataset, make_study
 from tests.studyapp.test_participants_flow import (
@@ -219,6 +219,30 @@ def test_reloading_after_an_answer_resumes_at_the_next_unanswered_trial():
     assert path(client.get(f"/s/{study.code}/next", follow=True)) == path(page)
     assert path(client.get(path(page), follow=True)) == path(page)
     assert Response.objects.count() == 1
+
+
+def test_pages_fetched_with_get_never_allocate_trials_or_complete_the_participant():
+    # A GET can be repeated by a browser, a prefetcher or a link preview: only a POST moves a participant on.
+    study = small_study(design=Study.Design.WITHIN)
+    client = Client()
+    page = start(client, study)
+    participant = participant_of(client, study)
+    for assignment in participant.assignments.all():  # part 1 answered behind the pages' back
+        response_submit(assignment=assignment, choice="0")
+
+    def state():
+        participant.refresh_from_db()
+        return Assignment.objects.count(), participant.phases_entered, participant.completed_at
+
+    before = state()
+    for url in (f"/s/{study.code}/next", join_url(study), f"/s/{study.code}/instructions", f"/s/{study.code}/done",
+                path(page)):
+        assert client.get(url, follow=True).status_code == 200, url
+    assert state() == before
+    waiting = client.get(f"/s/{study.code}/next")
+    assert waiting.status_code == 200 and f'action="/s/{study.code}/instructions"' in waiting.content.decode()
+    page = client.post(f"/s/{study.code}/instructions", follow=True)
+    assert Assignment.objects.get(code=trial_code(page)).condition.shots == 1
 
 
 def test_within_subjects_phases_run_zero_then_one_then_two_shot():
