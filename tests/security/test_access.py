@@ -12,7 +12,7 @@ from django.test import Client
 from studyapp.models import Assignment, Item, Participant, Response, ShotExample, Study
 from tests.factories import make_dataset, make_study
 from tests.security.crawl import crawl_participant_pages
-from tests.studyapp.test_participants_flow import consent, join_url, participant_of, start, trial_code
+from tests.studyapp.test_participants_flow import join_url, participant_of, start, trial_code
 
 pytestmark = pytest.mark.django_db
 
@@ -130,7 +130,7 @@ def test_shot_examples_are_served_only_to_participants_of_their_condition():
     clients = {}
     for n in range(3):  # conditions are balanced: three participants, one per condition
         client = Client()
-        consent(client, study, pid=f"p{n}")
+        start(client, study, pid=f"p{n}")
         clients[participant_of(client, study).condition.shots] = client
     assert set(clients) == {0, 1, 2}
     two_shot_example = ShotExample.objects.filter(condition__study=study, condition__shots=2).first()

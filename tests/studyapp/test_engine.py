@@ -9,22 +9,24 @@ from django.db.models import Count
 from django.utils import timezone
 
 from studyapp.models import Assignment, Participant, Response, Study
+from studyapp.selectors.participants import Step
 from studyapp.services.participants import (
-    Step,
-    _claim,
+    JoinLink,
     assignment_next,
-    participant_join,
-    participant_next_step,
+    participant_allocate_next_step,
+    participant_enrol,
+    participant_enter,
     participant_start,
     response_submit,
 )
+from studyapp.services.participants.allocation import _claim_slot
 from studyapp.services.studies import study_close, study_create, study_open
 from studyapp.simulation import simulation_run
 from tests.factories import make_dataset, make_study
 
 
 def enrol(study: Study, **fields) -> Participant:
-    participant = participant_join(study=study, code=uuid.uuid4(), consent=True)
+    participant = participant_enrol(study=study, enrolment=uuid.uuid4(), consent=True)
     if fields:
         Participant.objects.filter(pk=participant.pk).update(**fields)
         participant.refresh_from_db()
@@ -38,7 +40,7 @@ def answer_all(participant: Participant, *, choice: str = "0") -> int:
     while step.step == Step.TRIAL:
         response_submit(assignment=step.assignment, choice=choice)
         n += 1
-        step = participant_next_step(participant=participant)
+        step = participant_allocate_next_step(participant=participant)
     return n
 
 
@@ -85,7 +87,8 @@ class TestAllocation:
         assert first_items.isdisjoint(second_items)  # the three untouched items come first
 
     def test_every_item_gets_exactly_k_answers_and_latecomers_find_the_study_full(self):
-        study = make_study(dataset=make_dataset(n_classes=3, test_per_class=2), items_per_participant=4, k_per_item=3)
+        study = make_study(dataset=make_dataset(n_classes=3, test_per_class=2), items_per_participant=4, k_per_item=3,
+                           repeat_items_across_parts=True)
         # 6 items x k=3 = 18 answers per condition, 4 per participant: the fifth participant gets the last two.
         answered = [answer_all(enrol(study)) for _ in range(5)]
         assert answered == [12, 12, 12, 12, 6]
@@ -125,10 +128,10 @@ class TestAllocation:
         late = enrol(study)
         # `used` as seen before the first participant's reservation: slot 0 looks free but is not.
         with transaction.atomic():
-            assert _claim(participant=late, condition=first.condition, item_id=first.item_id, position=0, used=set(),
+            assert _claim_slot(participant=late, condition=first.condition, item_id=first.item_id, position=0, used=set(),
                           k=2, expires_at=timezone.now())
         assert late.assignments.get().slot == 1
-        assert not _claim(participant=enrol(study), condition=first.condition, item_id=first.item_id, position=0,
+        assert not _claim_slot(participant=enrol(study), condition=first.condition, item_id=first.item_id, position=0,
                           used=set(), k=2, expires_at=timezone.now())
 
     def test_a_phase_is_allocated_once_even_when_asked_twice(self):
@@ -148,7 +151,7 @@ class TestAllocation:
         study_close(study=study)
         while step.step == Step.TRIAL:
             response_submit(assignment=step.assignment, choice="1")
-            step = participant_next_step(participant=participant)
+            step = participant_allocate_next_step(participant=participant)
         assert step.step == Step.COMPLETE
         assert set(participant.assignments.values_list("condition__shots", flat=True)) == {0}
 
@@ -180,7 +183,7 @@ class TestReservations:
         outcome = response_submit(assignment=held, choice="0")
         assert outcome.refused and outcome.response is None
         assert Response.objects.count() == 1
-        assert participant_next_step(participant=slow).step == Step.FULL
+        assert participant_allocate_next_step(participant=slow).step == Step.FULL
 
     def test_a_late_answer_is_accepted_while_the_item_still_has_a_free_slot(self):
         study = self.study(k_per_item=2)
@@ -200,7 +203,7 @@ class TestReservations:
         participant = enrol(study)
         held = participant_start(participant=participant).assignment
         Assignment.objects.filter(pk=held.pk).update(status="expired")
-        assert participant_next_step(participant=participant).assignment == held
+        assert participant_allocate_next_step(participant=participant).assignment == held
         held.refresh_from_db()
         assert held.status == "reserved" and held.expires_at > timezone.now()
 
@@ -226,7 +229,7 @@ class TestDesigns:
 
     def test_declining_participants_do_not_count_towards_the_balance(self):
         study = make_study(design=Study.Design.BETWEEN)
-        participant_join(study=study, code=uuid.uuid4(), consent=False)
+        participant_enrol(study=study, enrolment=uuid.uuid4(), consent=False)
         assert Participant.objects.get().condition is None
         assert Counter(enrol(study).condition.shots for _ in range(3)) == Counter({0: 1, 1: 1, 2: 1})
 
@@ -305,7 +308,7 @@ class TestPlacesComeBack:
         lapse(second)
         outcome = response_submit(assignment=held, choice="0")
         assert outcome.created and not outcome.refused
-        assert participant_next_step(participant=second).step == Step.FULL
+        assert participant_allocate_next_step(participant=second).step == Step.FULL
         assert_never_above_k(study)
 
     def test_several_participants_with_lapses_in_every_condition_fill_each_item_to_exactly_k(self):
@@ -321,7 +324,7 @@ class TestPlacesComeBack:
                     continue
                 while step.step == Step.TRIAL:
                     response_submit(assignment=step.assignment, choice="1")
-                    step = participant_next_step(participant=participant)
+                    step = participant_allocate_next_step(participant=participant)
             lapse(*walked_away)
         while participant_start(participant=(late := enrol(study))).step != Step.FULL:
             answer_all(late)
@@ -374,7 +377,9 @@ def test_many_simultaneous_participants_stay_balanced_between_subjects():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_simultaneous_joins_with_one_external_id_enrol_one_participant():
+def test_simultaneous_joins_with_one_prolific_id_and_session_enrol_one_participant():
+    # Eight browsers post their own consent forms at once with the same id and session: one enrols, the
+    # others prove they are that participant (the session matches) and resume it; none is refused.
     study = make_study()
     barrier = threading.Barrier(8)
     joined, failures = [], []
@@ -382,7 +387,9 @@ def test_simultaneous_joins_with_one_external_id_enrol_one_participant():
     def join():
         try:
             barrier.wait()
-            joined.append(participant_join(study=study, code=uuid.uuid4(), consent=True, external_id="same").pk)
+            outcome = participant_enter(study=study, enrolment=uuid.uuid4(), consent=True,
+                                        link=JoinLink(external_id="same", external_session_id="session-1"))
+            joined.append((outcome.entry.value, outcome.participant.pk))
         except Exception as exc:  # reported below
             failures.append(exc)
         finally:
@@ -394,5 +401,6 @@ def test_simultaneous_joins_with_one_external_id_enrol_one_participant():
     for thread in threads:
         thread.join()
     assert failures == []
-    assert len(joined) == 8 and len(set(joined)) == 1
+    assert sorted(entry for entry, _ in joined) == ["joined"] + ["resumed"] * 7
+    assert len({pk for _, pk in joined}) == 1
     assert Participant.objects.filter(study=study).count() == 1
