@@ -12,7 +12,7 @@ from django.test import Client
 from studyapp.models import Assignment, Item, Participant, Response, ShotExample, Study
 from tests.factories import make_dataset, make_study
 from tests.security.crawl import crawl_participant_pages
-from tests.studyapp.test_participants_flow import join_url, participant_of, start, trial_code
+from tests.studyapp.test_participants_flow import consent, join_url, participant_of, start, trial_code
 
 pytestmark = pytest.mark.django_db
 
@@ -137,6 +137,9 @@ def test_shot_examples_are_served_only_to_participants_of_their_condition():
     url = f"/s/{study.code}/examples/{two_shot_example.code}"
     assert clients[2].get(url).status_code == 200
     assert clients[0].get(url).status_code == 404 and clients[1].get(url).status_code == 404
+    not_started = Client()
+    consent(not_started, study, pid="p3")  # on the instructions page: in no part yet
+    assert not_started.get(url).status_code == 404
     assert Client().get(url).status_code == 404
     foreign = ShotExample.objects.filter(condition__study=other).first()
     assert clients[2].get(f"/s/{study.code}/examples/{foreign.code}").status_code == 404

@@ -129,6 +129,20 @@ def test_a_known_panel_id_needs_the_resume_code_shown_at_the_start():
     assert bound_to(other_device, study) == participant_of(victim, study)
 
 
+def test_the_resume_code_is_shown_at_the_start_to_participants_with_an_id_and_to_nobody_else():
+    study = small_study()
+    assert not RESUME_CODE.search(consent(Client(), study).content.decode())  # anonymous: the cookie is all
+    client = Client()
+    code = resume_code_shown(client, study, pid="panel-9")
+    participant = participant_of(client, study)
+    assert code == participant.resume_code and re.fullmatch(r"[A-HJKMNP-Z2-9]{5}-[A-HJKMNP-Z2-9]{5}", code)
+    trial = client.post(f"/s/{study.code}/instructions", follow=True)
+    assert RESUME_CODE.search(trial.content.decode())[1] == code  # in the trial page's instructions too
+    others = Participant.objects.exclude(pk=participant.pk).values_list("resume_code", flat=True)
+    assert code not in others
+    assert code not in consent(Client(), study, pid="panel-10").content.decode()
+
+
 def test_wrong_resume_codes_are_limited_per_id(settings):
     study = small_study()
     resume_code_shown(Client(), study, pid="panel-8")

@@ -1,3 +1,4 @@
+import random
 import threading
 import uuid
 from collections import Counter
@@ -13,6 +14,7 @@ from studyapp.selectors.participants import Step
 from studyapp.services.participants import (
     JoinLink,
     assignment_next,
+    items_choose,
     participant_allocate_next_step,
     participant_enrol,
     participant_enter,
@@ -50,6 +52,39 @@ def answers_per_item(study: Study) -> Counter:
             "condition__shots", "item_id"
         )
     )
+
+
+class TestItemsChoose:
+    """The pure choice of a part's items (no database)."""
+
+    def test_the_least_filled_eligible_items_are_chosen_and_the_rest_are_spares_in_the_same_ranking(self):
+        fill = {1: 2, 2: 0, 3: 1, 4: 0, 5: 3, 6: 1}
+        choice = items_choose(candidates=[1, 2, 3, 4, 5, 6, 7], fill=fill, seen={4}, k=3, n=3, rng=random.Random(0))
+        # 5 is full (3 of k=3), 4 was seen; 2 and 7 are empty, then 3 and 6 hold one answer, then 1.
+        assert set(choice.chosen) <= {2, 7, 3, 6} and {2, 7} <= set(choice.chosen)
+        assert set(choice.chosen) | set(choice.spares) == {1, 2, 3, 6, 7}
+        assert choice.spares[-1] == 1
+
+    def test_fewer_eligible_items_than_wanted_gives_them_all_and_no_spares(self):
+        choice = items_choose(candidates=[1, 2, 3], fill={1: 1}, seen={2}, k=1, n=5, rng=random.Random(1))
+        assert (choice.chosen, choice.spares) == ([3], [])
+
+    def test_a_seed_reproduces_the_items_and_their_order(self):
+        args = {"candidates": list(range(40)), "fill": {i: i % 3 for i in range(40)}, "seen": {5, 6}, "k": 3, "n": 8}
+        first = items_choose(**args, rng=random.Random("1234:0"))
+        assert items_choose(**args, rng=random.Random("1234:0")) == first
+        assert items_choose(**args, rng=random.Random("1235:0")) != first
+        assert first.chosen != sorted(first.chosen)  # shown in a shuffled order
+
+    def test_the_draws_after_the_choice_depend_only_on_how_many_items_were_chosen(self):
+        # What the docstring promises: one draw per candidate, then the shuffle of the chosen.
+        states = []
+        for fill, seen in (({}, set()), ({1: 1, 2: 5}, {3, 4}), ({i: 4 for i in range(10)}, {12})):
+            rng = random.Random(99)
+            choice = items_choose(candidates=list(range(20)), fill=fill, seen=seen, k=5, n=6, rng=rng)
+            assert len(choice.chosen) == 6
+            states.append(rng.random())
+        assert len(set(states)) == 1
 
 
 @pytest.mark.django_db
@@ -232,6 +267,41 @@ class TestDesigns:
         participant_enrol(study=study, enrolment=uuid.uuid4(), consent=False)
         assert Participant.objects.get().condition is None
         assert Counter(enrol(study).condition.shots for _ in range(3)) == Counter({0: 1, 1: 1, 2: 1})
+
+    def test_by_default_a_person_never_sees_an_item_in_two_parts(self):
+        # Four items, two per part: part 1 takes two, part 2 the other two, part 3 has none left for this person
+        # although every item still has free places there.
+        study = make_study(dataset=make_dataset(n_classes=2, test_per_class=2), items_per_participant=2, k_per_item=5)
+        assert not study.repeat_items_across_parts
+        participant = enrol(study)
+        assert answer_all(participant) == 4
+        items = list(participant.assignments.values_list("item_id", flat=True))
+        assert len(items) == len(set(items)) == 4
+        assert not participant.assignments.filter(condition__shots=2).exists()
+        # Someone else still gets part 3: the places are there, only not for someone who saw every image.
+        assert participant_start(participant=enrol(study)).step == Step.TRIAL
+
+    def test_when_the_study_allows_it_an_item_may_come_back_in_a_later_part(self):
+        study = make_study(dataset=make_dataset(n_classes=2, test_per_class=2), items_per_participant=2, k_per_item=5,
+                           repeat_items_across_parts=True)
+        participant = enrol(study)
+        assert answer_all(participant) == 6
+        per_item = Counter(participant.assignments.values_list("item_id", flat=True))
+        assert max(per_item.values()) >= 2  # six trials from four items
+        # Never twice within one part (assignment_no_repeat).
+        assert not participant.assignments.values("condition", "item").annotate(n=Count("id")).filter(n__gt=1).exists()
+
+    def test_the_repeat_setting_is_recorded_with_the_study_and_frozen_once_it_opens(self, rf, admin_user):
+        from django.contrib.admin.sites import site
+
+        study = make_study(repeat_items_across_parts=True)
+        assert Study.objects.get(pk=study.pk).repeat_items_across_parts
+        request = rf.get("/")
+        request.user = admin_user
+        frozen = site._registry[Study].get_readonly_fields(request, study)
+        assert {"repeat_items_across_parts", "participant_id_required"} <= set(frozen)
+        draft = make_study(open_it=False)
+        assert "repeat_items_across_parts" not in site._registry[Study].get_readonly_fields(request, draft)
 
     def test_within_subjects_participants_see_every_condition(self):
         study = make_study(items_per_participant=2)
