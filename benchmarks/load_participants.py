@@ -373,11 +373,17 @@ def participant_flow(browser: ParticipantBrowser, *, study_code: str, rng: rando
             page = browser.post(join, {"csrfmiddlewaretoken": CSRF.search(page.html)[1],
                                        "enrol": ENROL.search(page.html)[1], "decision": "accept"})
         page = browser.follow(page)  # a participant who is already enrolled is sent on to where they are
-        if page.path.startswith(prefix + "instructions"):
-            _expect(page, 200, "the instructions", CSRF)
-            page = browser.follow(browser.post(prefix + "instructions", {"csrfmiddlewaretoken": CSRF.search(page.html)[1]}))
         fetched_examples: set[str] = set()
-        while (match := TRIAL_PATH.match(page.path)) is not None:
+        while True:
+            if page.path in (prefix + "instructions", prefix + "next"):
+                # Start, or the "continue" page a GET shows when the next step needs a POST.
+                _expect(page, 200, "the instructions", CSRF)
+                page = browser.follow(browser.post(prefix + "instructions", {"csrfmiddlewaretoken": CSRF.search(page.html)[1]}))
+                if page.path in (prefix + "instructions", prefix + "next"):
+                    raise RuntimeError(f"stuck on {page.path} after a POST")
+            match = TRIAL_PATH.match(page.path)
+            if match is None:
+                break
             _expect(page, 200, "a trial page", CSRF)
             image = TRIAL_IMAGE.search(page.html)
             if image:

@@ -1,3 +1,4 @@
+from datetime import timedelta
 from pathlib import Path
 
 from django import forms
@@ -5,6 +6,8 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
@@ -187,6 +190,14 @@ class ConditionInline(admin.TabularInline):
 
 class StudyAdminForm(forms.ModelForm):
     completion_url = forms.URLField(required=False, assume_scheme="https", help_text=Study.completion_url.field.help_text)
+    # Three ways, so that "not said" can mean the default (on exactly when a completion URL is set).
+    participant_id_required = forms.TypedChoiceField(
+        label=Study.participant_id_required.field.verbose_name, required=False, empty_value=None,
+        coerce=lambda value: value == "True",
+        choices=[("", "Default: yes when a completion URL is set"), ("True", "Yes"), ("False", "No")],
+        help_text="A PROLIFIC_PID or pid in the join link, one participant per id; visitors without one get a "
+                  "page telling them to use the link from the site that sent them.",
+    )
 
     class Meta:
         model = Study
@@ -223,8 +234,9 @@ class StudyAdmin(FrozenRefusalAsMessage, admin.ModelAdmin):
         (None, {"fields": ["title", "dataset", "status", "code", "join_link", "report_links"]}),
         ("Design", {"fields": ["design", "k_per_item", "items_per_participant", "allow_idk", "test_split",
                                "shot_split", "test_items_per_class", "seed", "seed_note"]}),
-        ("Participants", {"fields": ["instructions", "consent_text", "completion_url", "reservation_minutes",
-                                     "attention_check_rate", "attention_threshold"]}),
+        ("Participants", {"fields": ["instructions", "consent_text", "completion_url", "participant_id_required",
+                                     "repeat_items_across_parts", "reservation_minutes", "attention_check_rate",
+                                     "attention_threshold"]}),
         ("Progress", {"fields": ["live_counts", "created_at", "opened_at"]}),
     ]
     inlines = [ConditionInline]
@@ -338,13 +350,49 @@ class StudyAdmin(FrozenRefusalAsMessage, admin.ModelAdmin):
         messages.success(request, f"Closed {queryset.count()} study(ies).")
 
 
+# Participants who joined from the same address and browser (Participant.client_hash) this close together
+# look like one person taking part several times.
+LOOKALIKE_MINUTES = 10
+
+
+class LookalikeFilter(admin.SimpleListFilter):
+    title = "looks like another participant"
+    parameter_name = "lookalike"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes (same address and browser within minutes)"), ("no", "No")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(lookalikes__gt=0)
+        if self.value() == "no":
+            return queryset.filter(lookalikes=0)
+        return queryset
+
+
 @admin.register(Participant)
 class ParticipantAdmin(admin.ModelAdmin):
     list_display = ["code", "study", "external_id", "consent", "condition", "simulated", "attention_failed",
-                    "created_at", "completed_at"]
-    list_filter = ["study", "consent", "simulated", "attention_failed"]
+                    "lookalike_count", "created_at", "completed_at"]
+    list_filter = [LookalikeFilter, "study", "consent", "simulated", "attention_failed"]
     search_fields = ["external_id", "code"]
-    readonly_fields = [f.name for f in Participant._meta.fields]
+    # Not the resume code (it is the participant's proof, for them alone) nor the consent form's enrolment id.
+    exclude = ["resume_code", "enrolment"]
+    readonly_fields = [f.name for f in Participant._meta.fields if f.name not in ("resume_code", "enrolment")] + [
+        "lookalike_count"]
+
+    def get_queryset(self, request):
+        window = timedelta(minutes=LOOKALIKE_MINUTES)
+        others = Participant.objects.filter(
+            study=OuterRef("study"), client_hash=OuterRef("client_hash"),
+            created_at__gte=OuterRef("created_at") - window, created_at__lte=OuterRef("created_at") + window,
+        ).exclude(pk=OuterRef("pk")).exclude(client_hash="")
+        count = others.order_by().values("study").annotate(n=Count("pk")).values("n")
+        return super().get_queryset(request).annotate(lookalikes=Coalesce(Subquery(count), 0))
+
+    @admin.display(description="look-alikes", ordering="lookalikes")
+    def lookalike_count(self, obj):
+        return obj.lookalikes
 
     def has_add_permission(self, request):
         return False

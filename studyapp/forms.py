@@ -1,12 +1,16 @@
 """Parsing of what participants send: join links, the consent form, answers."""
 
+import uuid
+
 from django import forms
 from django.core import signing
 from django.core.validators import RegexValidator
 
 # Printable ids only: they end up in exports and the admin.
 _printable = RegexValidator(r"^[^\x00-\x1f\x7f]*$", "contains control characters")
-_ENROL_SALT = "studyapp.enrol"
+_CONSENT_SALT = "studyapp.consent"
+# Long enough to read a consent text, short enough that a saved copy of the page is soon worth nothing.
+CONSENT_TOKEN_MAX_AGE_S = 30 * 60
 
 
 class JoinLinkForm(forms.Form):
@@ -22,19 +26,32 @@ class JoinLinkForm(forms.Form):
         return self.cleaned_data["PROLIFIC_PID"] or self.cleaned_data["pid"] or None
 
 
+def consent_token(*, study_code: uuid.UUID, browser_nonce: str) -> str:
+    """A consent form's token: a fresh random enrolment id, signed for this study and this browser.
+
+    The signature covers the browser's nonce (an HttpOnly cookie), so the token is worth nothing in
+    another browser; it is timestamped, so it expires; it names no participant (the enrolment id
+    becomes one only when the form is posted, and only that browser can post it); and it enrols once
+    (Participant.enrolment is unique).
+    """
+    return signing.dumps(uuid.uuid4().hex, salt=f"{_CONSENT_SALT}:{study_code}:{browser_nonce}")
+
+
 class ConsentForm(forms.Form):
     decision = forms.ChoiceField(choices=[("accept", "I agree"), ("decline", "I do not agree")])
-    # The participant code to be, signed: a repeated post of the same form enrols one participant.
     enrol = forms.CharField(max_length=200)
+    resume_code = forms.CharField(max_length=40, required=False)
 
-    @staticmethod
-    def enrol_token(*, code: str) -> str:
-        return signing.dumps(code, salt=_ENROL_SALT)
+    def __init__(self, data, *, study_code: uuid.UUID, browser_nonce: str | None):
+        super().__init__(data)
+        self._salt = f"{_CONSENT_SALT}:{study_code}:{browser_nonce}" if browser_nonce else None
 
-    def clean_enrol(self) -> str:
+    def clean_enrol(self) -> uuid.UUID:
         try:
-            return signing.loads(self.cleaned_data["enrol"], salt=_ENROL_SALT)
-        except signing.BadSignature:
+            if self._salt is None:
+                raise signing.BadSignature("no browser nonce")
+            return uuid.UUID(signing.loads(self.cleaned_data["enrol"], salt=self._salt, max_age=CONSENT_TOKEN_MAX_AGE_S))
+        except (signing.BadSignature, ValueError, TypeError):
             raise forms.ValidationError("The form has expired; please reload the page.") from None
 
     @property
@@ -43,7 +60,8 @@ class ConsentForm(forms.Form):
 
 
 class AnswerForm(forms.Form):
-    choice = forms.CharField(max_length=20)
+    # Not stripped: the answer must be exactly one of the values the page rendered.
+    choice = forms.CharField(max_length=20, strip=False)
     rt_client_ms = forms.CharField(max_length=20, required=False)
 
     def clean_rt_client_ms(self) -> int | None:

@@ -47,6 +47,8 @@ STUDY_FROZEN_COLUMNS: tuple[str, ...] = (
     "attention_threshold",  # who is flagged attention-failed, and so left out of reports
     "instructions",  # what participants are told
     "consent_text",  # what participants agreed to
+    "participant_id_required",  # who may join, and how one person is kept to one participant
+    "repeat_items_across_parts",  # whether a person may see a test image again in a later part
 )
 # The others may change while a study runs; why, per column, is in docs/testing.md.
 STUDY_MUTABLE_COLUMNS: tuple[str, ...] = (

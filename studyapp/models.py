@@ -28,6 +28,15 @@ def _new_completion_code() -> str:
     return secrets.token_hex(10).upper()
 
 
+# No 0/O, 1/I/L: a code people copy by hand. 10 of 31 symbols = 49.5 bits, and wrong guesses are limited.
+RESUME_CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+
+
+def _new_resume_code() -> str:
+    code = "".join(secrets.choice(RESUME_CODE_ALPHABET) for _ in range(10))
+    return f"{code[:5]}-{code[5:]}"
+
+
 class FrozenStudyError(ValidationError):
     pass
 
@@ -118,6 +127,18 @@ class Study(models.Model):
     attention_check_rate = models.FloatField(default=0.0, help_text="Share of trials that are known-answer checks.")
     attention_threshold = models.FloatField(default=0.5, help_text="Minimum accuracy on checks.")
     completion_url = models.URLField(blank=True, help_text="e.g. Prolific's completion URL.")
+    # None until saved: then on for studies with a completion URL (paid through a recruiter, where one
+    # person must be one participant), off otherwise, unless the researcher said which.
+    participant_id_required = models.BooleanField(
+        default=None, verbose_name="participants must arrive with an id",
+        help_text="A PROLIFIC_PID or pid in the join link; one participant per id. Default: on when a completion "
+                  "URL is set.",
+    )
+    repeat_items_across_parts = models.BooleanField(
+        default=False, verbose_name="the same image may appear again in a later part",
+        help_text="Within subjects: off, a person never sees a test image in two parts (no familiarity carried "
+                  "between parts); on, allocation ignores earlier parts, so within-person gains can be measured.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     opened_at = models.DateTimeField(null=True, blank=True)
 
@@ -137,6 +158,11 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    def save(self, *args, **kwargs):
+        if self.participant_id_required is None:
+            self.participant_id_required = bool(self.completion_url)
+        super().save(*args, **kwargs)
 
     @property
     def is_frozen(self) -> bool:
@@ -252,10 +278,20 @@ class Participant(models.Model):
     simulated = models.BooleanField(default=False)
     attention_failed = models.BooleanField(default=False)
     completion_code = models.CharField(max_length=32, default=_new_completion_code, unique=True, editable=False)
+    # The consent form that enrolled them (its signed, browser-bound token carries this random id): a
+    # repeated post of that form from that browser finds them instead of enrolling someone new.
+    enrolment = models.UUIDField(null=True, blank=True, unique=True, editable=False)
+    # Shown at the start to participants with an id: proof that lets them resume in another browser.
+    resume_code = models.CharField(max_length=16, default=_new_resume_code, editable=False)
+    # A keyed hash of the address and user agent they joined from, so the admin can show participants
+    # that look like one person: keyed (not a bare sha256, which the 2^32 IPv4 addresses would undo in
+    # seconds) because an address is personal data the consent text does not ask for.
+    client_hash = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        indexes = [models.Index(fields=["study", "client_hash", "created_at"], name="participant_lookalike")]
         constraints = [
             models.UniqueConstraint(
                 fields=["study", "external_id"], condition=Q(external_id__isnull=False), name="participant_external_unique"

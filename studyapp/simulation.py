@@ -1,4 +1,4 @@
-"""Simulated participants driving the real HTTP flow: join → consent → instructions → trials → completion.
+"""Simulated participants driving the real HTTP flow: join → consent (POST) → instructions → trials → completion.
 
 Used by `manage.py simulate_participants`, the concurrency tests and load benchmarks. Without a
 base URL each participant runs through Django's test Client in this process; with one, through
@@ -225,14 +225,19 @@ def _participant_run(*, browser, study: Study, models: dict[int, AnswerModel], r
         page = browser.get(join)
     # Marked right away, so that an interrupted run leaves no unmarked simulated participant.
     Participant.objects.filter(study=study, external_id=out.external_id).update(simulated=True)
-    if page.path.startswith(prefix + "instructions"):
-        _expect(page, "instructions")
-        page = browser.post(prefix + "instructions", {"csrfmiddlewaretoken": _token(page)})
     trial = re.compile(re.escape(prefix) + r"t/([0-9a-f-]{36})$")
+    stalled = 0
     while True:
+        if page.path in (prefix + "instructions", prefix + "next") and stalled < 3:
+            # The instructions' Start, or the "continue" page a GET shows when the next step needs a POST.
+            _expect(page, "instructions")
+            page = browser.post(prefix + "instructions", {"csrfmiddlewaretoken": _token(page)})
+            stalled += 1
+            continue
         match = trial.match(page.path)
         if match is None:
             break
+        stalled = 0
         _expect(page, "trial")
         trial_row = Assignment.objects.filter(code=match[1]).values_list("condition__shots", "item__label__index")
         shots, target = trial_row.get()

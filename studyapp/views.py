@@ -1,6 +1,12 @@
 """Participant pages. A participant is known by a signed, per-study cookie holding their code;
-every URL carries opaque codes only, and every trial or image is looked up through the owner."""
+every URL carries opaque codes only, and every trial or image is looked up through the owner.
 
+Only POSTs move a participant on (consent, start/continue, answer); a GET shows where they are.
+Joining: a GET shows the consent form (and never binds a browser to anyone); posting it enrols, or
+resumes a known id only with proof (studyapp.services.participants.identity).
+"""
+
+import secrets
 import uuid
 from urllib.parse import urlsplit
 
@@ -10,28 +16,29 @@ from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from studyapp.forms import AnswerForm, ConsentForm, JoinLinkForm
+from studyapp.forms import AnswerForm, ConsentForm, JoinLinkForm, consent_token
 from studyapp.models import Assignment, Participant, Study
 from studyapp.selectors.participants import (
     ImageViewer,
+    NextStep,
+    Step,
     assignment_get_for_participant,
     example_image_path,
     image_viewer_get,
     participant_get,
-    participant_get_by_external_id,
+    participant_route,
     trial_image_path,
     trial_page,
 )
 from studyapp.selectors.studies import StudyNotFound, study_get_by_code
 from studyapp.services.images import image_path
 from studyapp.services.participants import (
+    Entry,
     InvalidChoice,
-    Step,
-    StudyNotOpen,
+    JoinLink,
     assignment_show,
-    join_rate_allow,
-    participant_join,
-    participant_next_step,
+    participant_allocate_next_step,
+    participant_enter,
     participant_start,
     response_submit,
 )
@@ -39,6 +46,8 @@ from studyapp.throttle import client_address
 
 _COOKIE_SALT = "studyapp.participant"
 _COOKIE_MAX_AGE = 60 * 60 * 24 * 30
+# A random value per browser that consent tokens are signed with: a token works only where it was shown.
+BROWSER_COOKIE = "studyapp_browser"
 
 
 def home(request):
@@ -56,9 +65,12 @@ def _cookie_name(study_code: uuid.UUID) -> str:
     return f"participant_{study_code.hex}"
 
 
+def _cookie_code(request, study_code: uuid.UUID) -> str | None:
+    return request.get_signed_cookie(_cookie_name(study_code), default=None, salt=_COOKIE_SALT, max_age=_COOKIE_MAX_AGE)
+
+
 def _cookie_participant(request, study: Study) -> Participant | None:
-    code = request.get_signed_cookie(_cookie_name(study.code), default=None, salt=_COOKIE_SALT, max_age=_COOKIE_MAX_AGE)
-    return participant_get(study=study, code=code)
+    return participant_get(study=study, code=_cookie_code(request, study.code))
 
 
 def _bind(response, study: Study, participant: Participant):
@@ -79,20 +91,19 @@ def _require_participant(request, study: Study) -> Participant:
 
 def _image_viewer(request, study_code: uuid.UUID) -> ImageViewer:
     """Who asks for an image, without loading the study (a page requests dozens); 404 for a stranger."""
-    code = request.get_signed_cookie(_cookie_name(study_code), default=None, salt=_COOKIE_SALT, max_age=_COOKIE_MAX_AGE)
-    viewer = image_viewer_get(study_code=study_code, code=code)
+    viewer = image_viewer_get(study_code=study_code, code=_cookie_code(request, study_code))
     if viewer is None:
         raise Http404("no participant")
     return viewer
 
 
-def _go(study: Study, participant: Participant, step=None):
-    """Redirect to wherever the participant's state says they belong."""
-    step = step or participant_next_step(participant=participant)
+def _go(study: Study, participant: Participant, step: NextStep | None = None):
+    """Redirect to wherever the participant's state says they belong (read-only unless `step` says more)."""
+    step = step or participant_route(participant=participant)
     if step.step == Step.TRIAL:
         return redirect("studyapp:trial", study_code=study.code, assignment_code=step.assignment.code)
     names = {
-        Step.INSTRUCTIONS: "studyapp:instructions", Step.DECLINED: "studyapp:declined",
+        Step.INSTRUCTIONS: "studyapp:instructions", Step.CONTINUE: "studyapp:next", Step.DECLINED: "studyapp:declined",
         Step.COMPLETE: "studyapp:done", Step.FULL: "studyapp:full",
     }
     return redirect(names[step.step], study_code=study.code)
@@ -103,6 +114,21 @@ def _closed(request, study: Study):
     return render(request, "studyapp/closed.html", {"study": study}, status=status)
 
 
+def _consent_page(request, study: Study, *, form=None, template="studyapp/consent.html", status=200, token=None,
+                  **context):
+    """The consent form (or the resume-code form after it), with a token for this browser."""
+    nonce = request.COOKIES.get(BROWSER_COOKIE, "")
+    fresh = len(nonce) < 32
+    if fresh:
+        nonce = secrets.token_urlsafe(32)
+    token = token or consent_token(study_code=study.code, browser_nonce=nonce)
+    response = render(request, template, {"study": study, "enrol": token, "form": form, **context}, status=status)
+    if fresh:
+        response.set_cookie(BROWSER_COOKIE, nonce, max_age=_COOKIE_MAX_AGE, path=settings.PARTICIPANT_URL_PREFIX,
+                            secure=settings.SESSION_COOKIE_SECURE, httponly=True, samesite="Lax")
+    return response
+
+
 @require_http_methods(["GET", "POST"])
 def join(request, study_code):
     study = _study(study_code)
@@ -110,32 +136,45 @@ def join(request, study_code):
     if not link.is_valid():
         return render(request, "studyapp/bad_link.html", {"study": study}, status=400)
     external_id = link.external_id
-    # An external id names the participant; without one, the cookie does.
-    if external_id:
-        known = participant_get_by_external_id(study=study, external_id=external_id)
-    else:
-        known = _cookie_participant(request, study)
-    if known is not None:
-        return _bind(_go(study, known), study, known)
-    if study.status != Study.Status.OPEN:
+    current = _cookie_participant(request, study)
+    # The browser's own participant, unless the link names someone else: then it is asked again (consent,
+    # and proof for a known id) and a GET changes nothing, so a link cannot switch a browser to another person.
+    if current is not None and (not external_id or external_id == current.external_id):
+        return _go(study, current)
+    if study.status != Study.Status.OPEN and request.method == "GET":
         return _closed(request, study)
-    form = ConsentForm(request.POST) if request.method == "POST" else None
-    if form is None or not form.is_valid():
-        token = ConsentForm.enrol_token(code=str(uuid.uuid4()))
-        return render(request, "studyapp/consent.html", {"study": study, "enrol": token, "form": form})
-    if not join_rate_allow(study=study, client=client_address(request),
-                           per_minute=settings.STUDY_JOIN_RATE_PER_MINUTE):
+    if study.participant_id_required and not external_id:
+        return render(request, "studyapp/id_required.html", {"study": study}, status=400)
+    if request.method == "GET":
+        return _consent_page(request, study)
+    form = ConsentForm(request.POST, study_code=study.code, browser_nonce=request.COOKIES.get(BROWSER_COOKIE))
+    if not form.is_valid():
+        return _consent_page(request, study, form=form) if study.status == Study.Status.OPEN else _closed(request, study)
+    outcome = participant_enter(
+        study=study, enrolment=form.cleaned_data["enrol"], consent=form.consent,
+        link=JoinLink(external_id=external_id, external_study_id=link.cleaned_data["STUDY_ID"],
+                      external_session_id=link.cleaned_data["SESSION_ID"]),
+        resume_code=form.cleaned_data["resume_code"], client_address=client_address(request),
+        user_agent=request.META.get("HTTP_USER_AGENT", "")[:500], joins_per_minute=settings.STUDY_JOIN_RATE_PER_MINUTE,
+    )
+    if outcome.participant is not None:
+        return _bind(_go(study, outcome.participant), study, outcome.participant)
+    if outcome.entry in (Entry.PROOF_NEEDED, Entry.PROOF_WRONG, Entry.PROOF_LOCKED):
+        # The same (still unused) token: the code goes with the consent the visitor just gave.
+        status = {Entry.PROOF_NEEDED: 200, Entry.PROOF_WRONG: 403, Entry.PROOF_LOCKED: 429}[outcome.entry]
+        response = _consent_page(request, study, template="studyapp/resume.html", status=status,
+                                 token=request.POST["enrol"], wrong=outcome.entry == Entry.PROOF_WRONG,
+                                 locked=outcome.entry == Entry.PROOF_LOCKED)
+        if outcome.entry == Entry.PROOF_LOCKED:
+            response["Retry-After"] = "900"
+        return response
+    if outcome.entry == Entry.SECOND_ATTEMPT:
+        return render(request, "studyapp/second_attempt.html", {"study": study}, status=403)
+    if outcome.entry == Entry.RATE_LIMITED:
         response = render(request, "studyapp/rate_limited.html", {"study": study}, status=429)
         response["Retry-After"] = "60"
         return response
-    try:
-        participant = participant_join(
-            study=study, code=uuid.UUID(form.cleaned_data["enrol"]), consent=form.consent, external_id=external_id,
-            external_study_id=link.cleaned_data["STUDY_ID"], external_session_id=link.cleaned_data["SESSION_ID"],
-        )
-    except StudyNotOpen:
-        return _closed(request, study)
-    return _bind(_go(study, participant), study, participant)
+    return _closed(request, study)
 
 
 @require_http_methods(["GET", "POST"])
@@ -145,12 +184,13 @@ def instructions(request, study_code):
     if participant is None:
         return redirect("studyapp:join", study_code=study.code)
     if request.method == "POST":
+        # Start, or continue into the next part (the "continue" page posts here too).
         return _go(study, participant, participant_start(participant=participant))
-    step = participant_next_step(participant=participant)
+    step = participant_route(participant=participant)
     if step.step != Step.INSTRUCTIONS:
         return _go(study, participant, step)
     phases = 1 if study.design == Study.Design.BETWEEN else study.conditions.count()
-    return render(request, "studyapp/instructions.html", {"study": study, "phases": phases})
+    return render(request, "studyapp/instructions.html", {"study": study, "phases": phases, "participant": participant})
 
 
 @require_GET
@@ -159,7 +199,10 @@ def next_trial(request, study_code):
     participant = _cookie_participant(request, study)
     if participant is None:
         return redirect("studyapp:join", study_code=study.code)
-    return _go(study, participant)
+    step = participant_route(participant=participant)
+    if step.step == Step.CONTINUE:
+        return render(request, "studyapp/continue.html", {"study": study})
+    return _go(study, participant, step)
 
 
 @require_http_methods(["GET", "POST"])
@@ -194,14 +237,15 @@ def _answer(request, study: Study, assignment: Assignment):
     if outcome.refused:
         messages.info(request, "Sorry, that image timed out and went to someone else, so your answer was not needed. "
                                "Here is the next one.")
-    # Straight to wherever the participant goes next (as /next would): one round trip less per answer,
-    # a fifth of the requests under load (docs/load.md).
-    return _go(study, assignment.participant)
+    # Straight to the next trial, allocating the next part if due (this is a POST): one round trip less
+    # per answer, a fifth of the requests under load (docs/load.md).
+    return _go(study, assignment.participant, participant_allocate_next_step(participant=assignment.participant))
 
 
 @require_GET
 def trial_image(request, study_code, assignment_code):
-    relative_path = trial_image_path(viewer=_image_viewer(request, study_code), code=assignment_code)
+    relative_path = trial_image_path(study_code=study_code, participant_code=_cookie_code(request, study_code),
+                                     code=assignment_code)
     if relative_path is None:
         raise Http404("no such image")
     # Bytes, not FileResponse: that would name the content-hashed file in Content-Disposition.

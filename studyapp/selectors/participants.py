@@ -2,6 +2,7 @@
 
 import uuid
 from dataclasses import dataclass
+from enum import Enum
 
 from django.db.models.functions import Lower
 
@@ -17,79 +18,114 @@ def participant_get(*, study: Study, code: str | uuid.UUID | None) -> Participan
         return None
 
 
+class Step(Enum):
+    TRIAL = "trial"
+    INSTRUCTIONS = "instructions"
+    CONTINUE = "continue"  # what comes next needs a write (enter a part, take back a trial, complete): a POST
+    DECLINED = "declined"
+    COMPLETE = "complete"
+    FULL = "full"
+
+
+@dataclass(frozen=True)
+class NextStep:
+    step: Step
+    assignment: Assignment | None = None
+
+
+def participant_route(*, participant: Participant) -> NextStep:
+    """Where the participant is now, for pages fetched with GET: reads only, never allocates, takes back
+    or completes (a browser, a prefetcher or a link preview may repeat a GET). The POSTs that move a
+    participant on go through studyapp.services.participants.participant_allocate_next_step."""
+    if participant.consent == Participant.Consent.DECLINED:
+        return NextStep(Step.DECLINED)
+    if participant.completed_at is not None:
+        return NextStep(Step.COMPLETE)
+    if participant.phases_entered == 0:
+        return NextStep(Step.INSTRUCTIONS)
+    conditions = participant_conditions(participant=participant)
+    if conditions:
+        current = conditions[min(participant.phases_entered, len(conditions)) - 1]
+        trial = (participant.assignments.filter(condition=current).exclude(status=Assignment.Status.ANSWERED)
+                 .select_related("condition__study", "item").order_by("position").first())
+        if trial is not None and trial.status == Assignment.Status.RESERVED:
+            return NextStep(Step.TRIAL, trial)
+        if trial is None and participant.phases_entered >= len(conditions) and not participant.assignments.exists():
+            return NextStep(Step.FULL)
+    return NextStep(Step.CONTINUE)
+
+
 @dataclass(frozen=True)
 class ImageViewer:
-    """Who is asking for an image: only what is fixed once a participant has joined (consent, condition)."""
+    """Who is asking for an example image, as they are now (read for every image: a participant moves on)."""
 
-    participant_id: int
     study_id: int
     consent_given: bool
     between: bool
     condition_id: int | None
+    phases_entered: int
 
 
-# Process-local caches of facts that never change, for the image views: a trial page pulls up to 74
-# example images, so per-image queries were a third of all queries under load (docs/load.md). Keys are
-# random public codes; values hold no label. Cleared when full, so memory stays bounded.
+# Examples are frozen once their study is open, so where each one belongs is cached per process: a trial
+# page pulls up to 74 of them (docs/load.md). Keys are random public codes; values hold no label. Cleared
+# when full, so memory stays bounded. Nothing about participants is cached: their state changes.
 _CACHE_LIMIT = 20_000
-_viewers: dict[tuple[uuid.UUID, uuid.UUID], ImageViewer] = {}
-_examples: dict[uuid.UUID, tuple[int, int, str]] = {}
-
-
-def _remember(cache: dict, key, value) -> None:
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()
-    cache[key] = value
+_examples: dict[uuid.UUID, tuple[int, int, str, int]] = {}
 
 
 def image_viewer_get(*, study_code: uuid.UUID, code: str | uuid.UUID | None) -> ImageViewer | None:
-    """The participant with that code in the study with that public code; cached once found (a
-    participant's consent and condition are set when they join and never change)."""
+    """The participant with that code in the study with that public code, as they are now; None for a stranger."""
     try:
-        key = (study_code, uuid.UUID(str(code)))
+        participant_code = uuid.UUID(str(code))
     except ValueError:
         return None
-    viewer = _viewers.get(key)
-    if viewer is None:
-        row = (Participant.objects.filter(study__code=study_code, code=key[1])
-               .values_list("pk", "study_id", "consent", "study__design", "condition_id").first())
-        if row is None:
-            return None  # not cached: nothing to remember about a stranger
-        pk, study_id, consent, design, condition_id = row
-        viewer = ImageViewer(participant_id=pk, study_id=study_id, consent_given=consent == Participant.Consent.GIVEN,
-                             between=design == Study.Design.BETWEEN, condition_id=condition_id)
-        _remember(_viewers, key, viewer)
-    return viewer
+    row = (Participant.objects.filter(study__code=study_code, code=participant_code)
+           .values_list("study_id", "consent", "study__design", "condition_id", "phases_entered").first())
+    if row is None:
+        return None
+    study_id, consent, design, condition_id, phases_entered = row
+    return ImageViewer(study_id=study_id, consent_given=consent == Participant.Consent.GIVEN,
+                       between=design == Study.Design.BETWEEN, condition_id=condition_id,
+                       phases_entered=phases_entered)
 
 
-def trial_image_path(*, viewer: ImageViewer, code: uuid.UUID) -> str | None:
-    """The stored image of the viewer's own trial; None for anyone else's (it must look like no trial at all)."""
-    return Assignment.objects.filter(participant_id=viewer.participant_id, code=code).values_list(
-        "item__image", flat=True).first()
+def trial_image_path(*, study_code: uuid.UUID, participant_code: str | uuid.UUID | None, code: uuid.UUID) -> str | None:
+    """The stored image of the asker's own trial; None for anyone else's (it must look like no trial at all)."""
+    try:
+        participant_code = uuid.UUID(str(participant_code))
+    except ValueError:
+        return None
+    return Assignment.objects.filter(
+        code=code, participant__code=participant_code, participant__study__code=study_code
+    ).values_list("item__image", flat=True).first()
 
 
 def example_image_path(*, viewer: ImageViewer, code: uuid.UUID) -> str | None:
-    """The stored image of a shot example of one of the viewer's conditions (participant_conditions()
-    as a check), else None. Examples are frozen once their study is open, so they are cached then."""
+    """The stored image of a shot example of the part the viewer is in now, else None: examples of a
+    later part (or of another condition) are not theirs to see yet, and an earlier part's are done with."""
     target = _examples.get(code)
     if target is None:
         row = ShotExample.objects.filter(code=code).values_list(
-            "condition_id", "condition__study_id", "item__image", "condition__study__status").first()
+            "condition_id", "condition__study_id", "item__image", "condition__shots", "condition__study__status"
+        ).first()
         if row is None:
             return None
-        target = row[:3]
-        if row[3] != Study.Status.DRAFT:
-            _remember(_examples, code, target)
-    condition_id, study_id, image = target
+        condition_id, study_id, image, shots, status = row
+        # Parts run in shot order: the example's part is 1 + the number of the study's conditions before it.
+        part = 1 + Condition.objects.filter(study_id=study_id, shots__lt=shots).count()
+        target = (condition_id, study_id, image, part)
+        if status != Study.Status.DRAFT:
+            if len(_examples) >= _CACHE_LIMIT:
+                _examples.clear()
+            _examples[code] = target
+    condition_id, study_id, image, part = target
     if not viewer.consent_given or study_id != viewer.study_id:
         return None
-    if viewer.between and condition_id != viewer.condition_id:
-        return None
-    return image
-
-
-def participant_get_by_external_id(*, study: Study, external_id: str) -> Participant | None:
-    return Participant.objects.select_related("study").filter(study=study, external_id=external_id).first()
+    if viewer.between:
+        current = viewer.phases_entered >= 1 and condition_id == viewer.condition_id
+    else:
+        current = part == viewer.phases_entered
+    return image if current else None
 
 
 def participant_conditions(*, participant: Participant) -> list[Condition]:

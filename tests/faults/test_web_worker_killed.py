@@ -95,9 +95,10 @@ def test_an_answer_cut_off_by_a_killed_worker_is_stored_once_when_the_participan
 
 
 def test_participants_answering_through_repeated_worker_kills_lose_and_double_nothing(gunicorn_server):
-    # 12 items x k=2 per condition; 6 participants x 4 per condition fill it exactly: slots are contended.
+    # 12 items x k=2 per condition; 6 participants x 4 per condition fill it exactly (items may repeat across
+    # parts, else the last places can be ones a person already saw): slots are contended.
     study = make_study(dataset=make_dataset(n_classes=3, train_per_class=2, test_per_class=4),
-                       items_per_participant=4, k_per_item=2)
+                       items_per_participant=4, k_per_item=2, repeat_items_across_parts=True)
     server = gunicorn_server(workers=2, threads=2)
     n_participants, total_answers = 6, 6 * 4 * 3
     lock, answered, kills = threading.Lock(), [0], []

@@ -2,10 +2,11 @@
 
 One crawl covers: the home page; join/consent, instructions, every trial page with its image and its
 shot examples in all three conditions (within subjects, and between subjects one participant per
-condition); answered-trial reloads, done, full, declined, closed and not-yet-open studies; and the error
-pages a participant can meet (bad link, expired consent form, CSRF failure, unknown study or trial,
-another participant's trial, wrong method, bad answer, oversized body, rate limit, timed-out trial,
-database outage). Security tests assert over all of it: headers, leaks, forms.
+condition); answered-trial reloads, the "continue" page, done, full, declined, closed and not-yet-open
+studies; the identity pages (id required, resume code asked for, wrong code, second attempt, resumed
+with the code); and the error pages a participant can meet (bad link, expired consent form, CSRF
+failure, unknown study or trial, another participant's trial, wrong method, bad answer, oversized body,
+rate limit, timed-out trial, database outage). Security tests assert over all of it: headers, leaks, forms.
 """
 
 import uuid
@@ -17,7 +18,7 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from studyapp.models import Assignment, Dataset, Participant, Study
-from studyapp.pages import EXAMPLE_IMAGE
+from studyapp.pages import ENROL, EXAMPLE_IMAGE
 from studyapp.services.studies import study_close
 from tests.factories import make_dataset, make_study
 from tests.studyapp.test_participants_flow import answer, consent, join_url, trial_code
@@ -146,8 +147,22 @@ def crawl_participant_pages() -> Crawl:
 
     # Declining, and coming back after declining.
     decliner = browser()
-    consent(decliner, within, decision="decline")
+    consent(decliner, within, decision="decline", PROLIFIC_PID="crawl-decliner", SESSION_ID="d")
     decliner.get(f"/s/{within.code}/next", follow=True)
+
+    # Identity: no id where one is required; a known id without proof, with a wrong code, with another
+    # session; a known panel id with the right resume code (back to that participant's done page).
+    browser().get(join_url(within))
+    known_without_proof = browser()
+    page = consent(known_without_proof, within, PROLIFIC_PID="crawl-within", STUDY_ID="s")
+    known_without_proof.post(join_url(within, PROLIFIC_PID="crawl-within", STUDY_ID="s"), {
+        "enrol": ENROL.search(page.content.decode())[1], "decision": "accept", "resume_code": "WRONG-CODE0"})
+    consent(browser(), within, PROLIFIC_PID="crawl-within", STUDY_ID="s", SESSION_ID="another-session")
+    returning = browser()
+    page = consent(returning, between, pid="crawl-between-0")
+    returning.post(join_url(between, pid="crawl-between-0"), {
+        "enrol": ENROL.search(page.content.decode())[1], "decision": "accept",
+        "resume_code": Participant.objects.get(study=between, external_id="crawl-between-0").resume_code}, follow=True)
 
     # Studies that are not open.
     browser().get(join_url(closed))
@@ -157,12 +172,12 @@ def crawl_participant_pages() -> Crawl:
     stranger = browser()
     stranger.get(f"/s/{uuid.uuid4()}/join")
     stranger.get(join_url(within, PROLIFIC_PID="x" * 201))
-    stranger.post(join_url(within), {"enrol": "forged", "decision": "accept"})
+    stranger.post(join_url(between), {"enrol": "forged", "decision": "accept"})
     stranger.put(join_url(within))
     stranger.post(f"/s/{within.code}/next")
     stranger.get(f"/s/{within.code}/done", follow=True)
     owner = browser()
-    consent(owner, within)
+    consent(owner, within, PROLIFIC_PID="crawl-owner", SESSION_ID="o")
     trial = owner.post(f"/s/{within.code}/instructions", follow=True)
     trial_url = _path(trial)
     owner.post(trial_url, {"choice": "99"})
@@ -174,8 +189,8 @@ def crawl_participant_pages() -> Crawl:
     browser().get(trial_url)  # another participant's trial, no cookie
     browser().get(trial_url + "/image")
     csrf_checked = browser(enforce_csrf_checks=True)
-    csrf_checked.get(join_url(within))
-    csrf_checked.post(join_url(within), {"decision": "accept"})
+    csrf_checked.get(join_url(between))
+    csrf_checked.post(join_url(between), {"decision": "accept"})
 
     def outage(execute, sql, params, many, context):
         raise OperationalError("could not connect to server")
@@ -184,6 +199,6 @@ def crawl_participant_pages() -> Crawl:
         owner.get(trial_url)
 
     with override_settings(STUDY_JOIN_RATE_PER_MINUTE=1):
-        consent(browser(REMOTE_ADDR="192.0.2.50"), within)
-        consent(browser(REMOTE_ADDR="192.0.2.50"), within)
+        consent(browser(REMOTE_ADDR="192.0.2.50"), between)
+        consent(browser(REMOTE_ADDR="192.0.2.50"), between)
     return crawl

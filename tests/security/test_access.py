@@ -130,13 +130,16 @@ def test_shot_examples_are_served_only_to_participants_of_their_condition():
     clients = {}
     for n in range(3):  # conditions are balanced: three participants, one per condition
         client = Client()
-        consent(client, study, pid=f"p{n}")
+        start(client, study, pid=f"p{n}")
         clients[participant_of(client, study).condition.shots] = client
     assert set(clients) == {0, 1, 2}
     two_shot_example = ShotExample.objects.filter(condition__study=study, condition__shots=2).first()
     url = f"/s/{study.code}/examples/{two_shot_example.code}"
     assert clients[2].get(url).status_code == 200
     assert clients[0].get(url).status_code == 404 and clients[1].get(url).status_code == 404
+    not_started = Client()
+    consent(not_started, study, pid="p3")  # on the instructions page: in no part yet
+    assert not_started.get(url).status_code == 404
     assert Client().get(url).status_code == 404
     foreign = ShotExample.objects.filter(condition__study=other).first()
     assert clients[2].get(f"/s/{study.code}/examples/{foreign.code}").status_code == 404

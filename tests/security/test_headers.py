@@ -76,6 +76,9 @@ def test_the_participant_cookie_is_signed_httponly_samesite_and_scoped_to_its_st
     assert morsel["path"] == f"/s/{study.code}/"
     assert ":" in morsel.value  # value:signature; the bare participant code would be forgeable
     assert not morsel["secure"]  # plain HTTP in tests; see the HTTPS test below
+    # The nonce consent tokens are signed with: unreadable to scripts, sent only to participant pages.
+    nonce = client.cookies["studyapp_browser"]
+    assert nonce["httponly"] and nonce["samesite"] == "Lax" and nonce["path"] == "/s/" and len(nonce.value) >= 32
 
 
 def test_behind_https_the_participant_and_csrf_cookies_are_secure(settings):
@@ -84,4 +87,5 @@ def test_behind_https_the_participant_and_csrf_cookies_are_secure(settings):
     client = Client()
     consent(client, study)
     assert client.cookies[f"participant_{study.code.hex}"]["secure"]
+    assert client.cookies["studyapp_browser"]["secure"]
     assert client.cookies["csrftoken"]["secure"]

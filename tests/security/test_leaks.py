@@ -51,6 +51,9 @@ def test_the_crawl_reaches_every_kind_of_participant_page(crawl):
     assert answered_shots == {0, 1, 2}
     html = " ".join(hop.text for hop in crawl.html())
     assert "went to someone else" in html and "Please wait a moment" in html and "Back in a moment" in html
+    for identity_page in ("Please use your personal study link", "Continue where you left off", "That code is not right",
+                          "You have already taken part", "Ready to go on", "Your resume code"):
+        assert identity_page in html, identity_page
 
 
 def test_no_url_header_or_cookie_names_a_class_a_file_or_a_content_hash(crawl):

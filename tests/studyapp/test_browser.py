@@ -27,7 +27,7 @@ def test_a_participant_walks_from_consent_through_every_condition_to_completion_
     secrets = [s for item in dataset.items.all() for s in (item.original_filename, item.content_hash, str(item.code))]
     label_spellings = {v for name in BREEDS for v in (name.lower(), name.lower().replace(" ", "_"))}
     requested, pages, problems = [], [], []
-    gallery_sizes, trial_urls = [], []
+    gallery_sizes, gallery_urls, trial_urls = [], [], []
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(**CHROMIUM)
@@ -54,6 +54,7 @@ def test_a_participant_walks_from_consent_through_every_condition_to_completion_
             assert page.locator("#subject").get_attribute("alt") == "Image to classify"
             examples = page.locator(".gallery .example img")
             gallery_sizes.append(examples.count())
+            gallery_urls.append(set(examples.evaluate_all("images => images.map(i => i.src)")))
             if examples.count():
                 # The examples sit on the trial page itself, named, and actually load.
                 assert page.locator(".gallery").get_attribute("open") is not None
@@ -78,8 +79,13 @@ def test_a_participant_walks_from_consent_through_every_condition_to_completion_
         page.wait_for_url(f"{live_server.url}/?cc={shown_code}")  # done.js sends them on
         image_urls = {url for url in requested if url.endswith("/image") or "/examples/" in url}
         assert len(image_urls) == 6 + 3 + 6  # six trials, then each shot condition's own example codes
+        one_shot_examples = set().union(*(urls for urls in gallery_urls if len(urls) == 3))
+        assert len(one_shot_examples) == 3
         for url in image_urls:
             fetched = page.request.get(url)  # with the participant's cookie
+            if url in one_shot_examples:
+                assert fetched.status == 404  # examples are served in their own part only; this one is over
+                continue
             assert fetched.headers["content-type"] == "image/jpeg"
             decoded = Image.open(io.BytesIO(fetched.body()))
             assert not decoded.getexif() and "exif" not in decoded.info

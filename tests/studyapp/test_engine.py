@@ -1,3 +1,4 @@
+import random
 import threading
 import uuid
 from collections import Counter
@@ -9,22 +10,25 @@ from django.db.models import Count
 from django.utils import timezone
 
 from studyapp.models import Assignment, Participant, Response, Study
+from studyapp.selectors.participants import Step
 from studyapp.services.participants import (
-    Step,
-    _claim,
+    JoinLink,
     assignment_next,
-    participant_join,
-    participant_next_step,
+    items_choose,
+    participant_allocate_next_step,
+    participant_enrol,
+    participant_enter,
     participant_start,
     response_submit,
 )
+from studyapp.services.participants.allocation import _claim_slot
 from studyapp.services.studies import study_close, study_create, study_open
 from studyapp.simulation import simulation_run
 from tests.factories import make_dataset, make_study
 
 
 def enrol(study: Study, **fields) -> Participant:
-    participant = participant_join(study=study, code=uuid.uuid4(), consent=True)
+    participant = participant_enrol(study=study, enrolment=uuid.uuid4(), consent=True)
     if fields:
         Participant.objects.filter(pk=participant.pk).update(**fields)
         participant.refresh_from_db()
@@ -38,7 +42,7 @@ def answer_all(participant: Participant, *, choice: str = "0") -> int:
     while step.step == Step.TRIAL:
         response_submit(assignment=step.assignment, choice=choice)
         n += 1
-        step = participant_next_step(participant=participant)
+        step = participant_allocate_next_step(participant=participant)
     return n
 
 
@@ -48,6 +52,39 @@ def answers_per_item(study: Study) -> Counter:
             "condition__shots", "item_id"
         )
     )
+
+
+class TestItemsChoose:
+    """The pure choice of a part's items (no database)."""
+
+    def test_the_least_filled_eligible_items_are_chosen_and_the_rest_are_spares_in_the_same_ranking(self):
+        fill = {1: 2, 2: 0, 3: 1, 4: 0, 5: 3, 6: 1}
+        choice = items_choose(candidates=[1, 2, 3, 4, 5, 6, 7], fill=fill, seen={4}, k=3, n=3, rng=random.Random(0))
+        # 5 is full (3 of k=3), 4 was seen; 2 and 7 are empty, then 3 and 6 hold one answer, then 1.
+        assert set(choice.chosen) <= {2, 7, 3, 6} and {2, 7} <= set(choice.chosen)
+        assert set(choice.chosen) | set(choice.spares) == {1, 2, 3, 6, 7}
+        assert choice.spares[-1] == 1
+
+    def test_fewer_eligible_items_than_wanted_gives_them_all_and_no_spares(self):
+        choice = items_choose(candidates=[1, 2, 3], fill={1: 1}, seen={2}, k=1, n=5, rng=random.Random(1))
+        assert (choice.chosen, choice.spares) == ([3], [])
+
+    def test_a_seed_reproduces_the_items_and_their_order(self):
+        args = {"candidates": list(range(40)), "fill": {i: i % 3 for i in range(40)}, "seen": {5, 6}, "k": 3, "n": 8}
+        first = items_choose(**args, rng=random.Random("1234:0"))
+        assert items_choose(**args, rng=random.Random("1234:0")) == first
+        assert items_choose(**args, rng=random.Random("1235:0")) != first
+        assert first.chosen != sorted(first.chosen)  # shown in a shuffled order
+
+    def test_the_draws_after_the_choice_depend_only_on_how_many_items_were_chosen(self):
+        # What the docstring promises: one draw per candidate, then the shuffle of the chosen.
+        states = []
+        for fill, seen in (({}, set()), ({1: 1, 2: 5}, {3, 4}), ({i: 4 for i in range(10)}, {12})):
+            rng = random.Random(99)
+            choice = items_choose(candidates=list(range(20)), fill=fill, seen=seen, k=5, n=6, rng=rng)
+            assert len(choice.chosen) == 6
+            states.append(rng.random())
+        assert len(set(states)) == 1
 
 
 @pytest.mark.django_db
@@ -85,7 +122,8 @@ class TestAllocation:
         assert first_items.isdisjoint(second_items)  # the three untouched items come first
 
     def test_every_item_gets_exactly_k_answers_and_latecomers_find_the_study_full(self):
-        study = make_study(dataset=make_dataset(n_classes=3, test_per_class=2), items_per_participant=4, k_per_item=3)
+        study = make_study(dataset=make_dataset(n_classes=3, test_per_class=2), items_per_participant=4, k_per_item=3,
+                           repeat_items_across_parts=True)
         # 6 items x k=3 = 18 answers per condition, 4 per participant: the fifth participant gets the last two.
         answered = [answer_all(enrol(study)) for _ in range(5)]
         assert answered == [12, 12, 12, 12, 6]
@@ -125,10 +163,10 @@ class TestAllocation:
         late = enrol(study)
         # `used` as seen before the first participant's reservation: slot 0 looks free but is not.
         with transaction.atomic():
-            assert _claim(participant=late, condition=first.condition, item_id=first.item_id, position=0, used=set(),
+            assert _claim_slot(participant=late, condition=first.condition, item_id=first.item_id, position=0, used=set(),
                           k=2, expires_at=timezone.now())
         assert late.assignments.get().slot == 1
-        assert not _claim(participant=enrol(study), condition=first.condition, item_id=first.item_id, position=0,
+        assert not _claim_slot(participant=enrol(study), condition=first.condition, item_id=first.item_id, position=0,
                           used=set(), k=2, expires_at=timezone.now())
 
     def test_a_phase_is_allocated_once_even_when_asked_twice(self):
@@ -148,7 +186,7 @@ class TestAllocation:
         study_close(study=study)
         while step.step == Step.TRIAL:
             response_submit(assignment=step.assignment, choice="1")
-            step = participant_next_step(participant=participant)
+            step = participant_allocate_next_step(participant=participant)
         assert step.step == Step.COMPLETE
         assert set(participant.assignments.values_list("condition__shots", flat=True)) == {0}
 
@@ -180,7 +218,7 @@ class TestReservations:
         outcome = response_submit(assignment=held, choice="0")
         assert outcome.refused and outcome.response is None
         assert Response.objects.count() == 1
-        assert participant_next_step(participant=slow).step == Step.FULL
+        assert participant_allocate_next_step(participant=slow).step == Step.FULL
 
     def test_a_late_answer_is_accepted_while_the_item_still_has_a_free_slot(self):
         study = self.study(k_per_item=2)
@@ -200,7 +238,7 @@ class TestReservations:
         participant = enrol(study)
         held = participant_start(participant=participant).assignment
         Assignment.objects.filter(pk=held.pk).update(status="expired")
-        assert participant_next_step(participant=participant).assignment == held
+        assert participant_allocate_next_step(participant=participant).assignment == held
         held.refresh_from_db()
         assert held.status == "reserved" and held.expires_at > timezone.now()
 
@@ -226,9 +264,44 @@ class TestDesigns:
 
     def test_declining_participants_do_not_count_towards_the_balance(self):
         study = make_study(design=Study.Design.BETWEEN)
-        participant_join(study=study, code=uuid.uuid4(), consent=False)
+        participant_enrol(study=study, enrolment=uuid.uuid4(), consent=False)
         assert Participant.objects.get().condition is None
         assert Counter(enrol(study).condition.shots for _ in range(3)) == Counter({0: 1, 1: 1, 2: 1})
+
+    def test_by_default_a_person_never_sees_an_item_in_two_parts(self):
+        # Four items, two per part: part 1 takes two, part 2 the other two, part 3 has none left for this person
+        # although every item still has free places there.
+        study = make_study(dataset=make_dataset(n_classes=2, test_per_class=2), items_per_participant=2, k_per_item=5)
+        assert not study.repeat_items_across_parts
+        participant = enrol(study)
+        assert answer_all(participant) == 4
+        items = list(participant.assignments.values_list("item_id", flat=True))
+        assert len(items) == len(set(items)) == 4
+        assert not participant.assignments.filter(condition__shots=2).exists()
+        # Someone else still gets part 3: the places are there, only not for someone who saw every image.
+        assert participant_start(participant=enrol(study)).step == Step.TRIAL
+
+    def test_when_the_study_allows_it_an_item_may_come_back_in_a_later_part(self):
+        study = make_study(dataset=make_dataset(n_classes=2, test_per_class=2), items_per_participant=2, k_per_item=5,
+                           repeat_items_across_parts=True)
+        participant = enrol(study)
+        assert answer_all(participant) == 6
+        per_item = Counter(participant.assignments.values_list("item_id", flat=True))
+        assert max(per_item.values()) >= 2  # six trials from four items
+        # Never twice within one part (assignment_no_repeat).
+        assert not participant.assignments.values("condition", "item").annotate(n=Count("id")).filter(n__gt=1).exists()
+
+    def test_the_repeat_setting_is_recorded_with_the_study_and_frozen_once_it_opens(self, rf, admin_user):
+        from django.contrib.admin.sites import site
+
+        study = make_study(repeat_items_across_parts=True)
+        assert Study.objects.get(pk=study.pk).repeat_items_across_parts
+        request = rf.get("/")
+        request.user = admin_user
+        frozen = site._registry[Study].get_readonly_fields(request, study)
+        assert {"repeat_items_across_parts", "participant_id_required"} <= set(frozen)
+        draft = make_study(open_it=False)
+        assert "repeat_items_across_parts" not in site._registry[Study].get_readonly_fields(request, draft)
 
     def test_within_subjects_participants_see_every_condition(self):
         study = make_study(items_per_participant=2)
@@ -236,6 +309,102 @@ class TestDesigns:
         assert answer_all(participant) == 6
         assert participant.condition is None
         assert participant.assignments.values("condition").annotate(n=Count("id")).count() == 3
+
+
+def lapse(*participants: Participant) -> None:
+    """Their reservations run out (nobody has swept them yet: they are still marked reserved)."""
+    Assignment.objects.filter(participant__in=participants, status="reserved").update(
+        expires_at=timezone.now() - timedelta(seconds=1))
+
+
+@pytest.mark.django_db
+class TestPlacesComeBack:
+    """A lapsed reservation is a free place everywhere at once: item fill, condition choice, "study full"."""
+
+    def between(self, **fields) -> Study:
+        fields = {"k_per_item": 1, "items_per_participant": 1, **fields}
+        return make_study(dataset=make_dataset(n_classes=2, train_per_class=2, test_per_class=1),
+                          design=Study.Design.BETWEEN, **fields)
+
+    def test_two_newcomers_get_the_two_places_of_a_condition_whose_only_reservations_lapsed(self):
+        study = self.between()  # 2 items x k=1 per condition, 1 item per participant: 2 places per condition
+        by_condition: dict[int, list[Participant]] = {}
+        while len(by_condition) < 3 or any(len(v) < 2 for v in by_condition.values()):
+            participant = enrol(study)
+            by_condition.setdefault(participant.condition_id, []).append(participant)
+            assert participant_start(participant=participant).step == Step.TRIAL
+        abandoned_id = next(iter(by_condition))
+        abandoned = by_condition.pop(abandoned_id)
+        for people in by_condition.values():
+            for participant in people:
+                answer_all(participant)  # the other two conditions are full for good
+        lapse(*abandoned)
+        # People who joined long ago and never started hold nothing either.
+        stale = [enrol(study) for _ in range(2)]
+        Participant.objects.filter(pk__in=[p.pk for p in stale]).update(
+            condition_id=abandoned_id, created_at=timezone.now() - timedelta(days=1))
+        newcomers = [enrol(study), enrol(study)]
+        assert [p.condition_id for p in newcomers] == [abandoned_id] * 2
+        steps = [participant_start(participant=p) for p in newcomers]
+        assert [s.step for s in steps] == [Step.TRIAL] * 2
+        assert {s.assignment.item_id for s in steps} == set(study.study_items.values_list("item_id", flat=True))
+        assert_never_above_k(study)
+
+    def test_condition_balance_counts_answers_and_live_reservations_not_participants(self):
+        study = self.between(k_per_item=2)
+        first = [enrol(study) for _ in range(3)]  # one per condition, in the seeded order
+        for participant in first:
+            participant_start(participant=participant)
+        quitter_condition = first[0].condition_id
+        # Two more people in the first condition start and walk away: three participants, nothing held.
+        quitters = []
+        for _ in range(2):
+            participant = enrol(study)
+            Participant.objects.filter(pk=participant.pk).update(condition_id=quitter_condition)
+            participant.refresh_from_db()
+            participant_start(participant=participant)
+            quitters.append(participant)
+        lapse(first[0], *quitters)
+        assert enrol(study).condition_id == quitter_condition
+
+    def test_a_late_answer_takes_a_slot_whose_new_holder_has_lapsed_too(self):
+        study = make_study(dataset=make_dataset(n_classes=1, test_per_class=1, train_per_class=2), shots=(0,),
+                           items_per_participant=1, k_per_item=1)
+        first = enrol(study)
+        held = participant_start(participant=first).assignment
+        lapse(first)
+        second = enrol(study)
+        assert participant_start(participant=second).step == Step.TRIAL  # takes the lapsed slot
+        lapse(second)
+        outcome = response_submit(assignment=held, choice="0")
+        assert outcome.created and not outcome.refused
+        assert participant_allocate_next_step(participant=second).step == Step.FULL
+        assert_never_above_k(study)
+
+    def test_several_participants_with_lapses_in_every_condition_fill_each_item_to_exactly_k(self):
+        study = make_study(dataset=make_dataset(n_classes=3, test_per_class=2, train_per_class=2),
+                           items_per_participant=3, k_per_item=2)
+        walked_away = []
+        for round_ in range(4):
+            people = [enrol(study) for _ in range(3)]
+            for participant in people:
+                step = participant_start(participant=participant)
+                if round_ % 2 == 0 and participant is people[0]:
+                    walked_away.append(participant)  # holds a batch, never answers
+                    continue
+                while step.step == Step.TRIAL:
+                    response_submit(assignment=step.assignment, choice="1")
+                    step = participant_allocate_next_step(participant=participant)
+            lapse(*walked_away)
+        while participant_start(participant=(late := enrol(study))).step != Step.FULL:
+            answer_all(late)
+        assert_filled_exactly(study, conditions=3)
+
+
+def assert_never_above_k(study: Study) -> None:
+    live = (Assignment.objects.filter(condition__study=study, is_attention_check=False)
+            .exclude(status="expired").values("condition", "item").annotate(n=Count("id")))
+    assert all(row["n"] <= study.k_per_item for row in live)
 
 
 def assert_filled_exactly(study: Study, *, conditions: int) -> None:
@@ -278,7 +447,9 @@ def test_many_simultaneous_participants_stay_balanced_between_subjects():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_simultaneous_joins_with_one_external_id_enrol_one_participant():
+def test_simultaneous_joins_with_one_prolific_id_and_session_enrol_one_participant():
+    # Eight browsers post their own consent forms at once with the same id and session: one enrols, the
+    # others prove they are that participant (the session matches) and resume it; none is refused.
     study = make_study()
     barrier = threading.Barrier(8)
     joined, failures = [], []
@@ -286,7 +457,9 @@ def test_simultaneous_joins_with_one_external_id_enrol_one_participant():
     def join():
         try:
             barrier.wait()
-            joined.append(participant_join(study=study, code=uuid.uuid4(), consent=True, external_id="same").pk)
+            outcome = participant_enter(study=study, enrolment=uuid.uuid4(), consent=True,
+                                        link=JoinLink(external_id="same", external_session_id="session-1"))
+            joined.append((outcome.entry.value, outcome.participant.pk))
         except Exception as exc:  # reported below
             failures.append(exc)
         finally:
@@ -298,5 +471,6 @@ def test_simultaneous_joins_with_one_external_id_enrol_one_participant():
     for thread in threads:
         thread.join()
     assert failures == []
-    assert len(joined) == 8 and len(set(joined)) == 1
+    assert sorted(entry for entry, _ in joined) == ["joined"] + ["resumed"] * 7
+    assert len({pk for _, pk in joined}) == 1
     assert Participant.objects.filter(study=study).count() == 1

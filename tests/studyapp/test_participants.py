@@ -9,7 +9,7 @@ from django.utils import timezone
 from PIL import Image
 
 from studyapp.models import Assignment, Participant, Response, Study
-from studyapp.services.participants import participant_join
+from studyapp.services.participants import JoinLink, participant_enter, response_submit
 from studyapp.services.studies import study_close
 from tests.factories import make_dataset, make_study
 from tests.studyapp.test_participants_flow import (
@@ -66,24 +66,29 @@ def test_declining_records_the_refusal_and_nothing_else():
     assert "nothing else about you has been recorded" in page.content.decode()
     participant = Participant.objects.get()
     assert participant.consent == Participant.Consent.DECLINED
-    assert (participant.external_study_id, participant.external_session_id, participant.condition) == ("", "", None)
+    # Not even the id: an id held by a refusal would keep its owner out (see tests/security/test_identity.py).
+    assert (participant.external_id, participant.external_study_id, participant.external_session_id,
+            participant.condition) == (None, "", "", None)
     assert not Assignment.objects.exists()
-    # Coming back does not sneak them into the trials.
+    # Coming back does not sneak them into the trials; their link offers the consent form again.
     assert path(client.get(f"/s/{study.code}/next", follow=True)) == f"/s/{study.code}/declined"
-    assert path(client.get(join_url(study, PROLIFIC_PID="p-1"), follow=True)) == f"/s/{study.code}/declined"
+    assert path(client.get(join_url(study), follow=True)) == f"/s/{study.code}/declined"
+    again = client.get(join_url(study, PROLIFIC_PID="p-1"), follow=True)
+    assert path(again) == f"/s/{study.code}/join" and "I agree" in again.content.decode()
     assert not Assignment.objects.exists()
 
 
-def test_prolific_parameters_are_stored_and_the_same_prolific_id_resumes_the_same_participant():
+def test_prolific_parameters_are_stored_and_the_same_prolific_session_resumes_the_same_participant():
     study = small_study()
     first = Client()
     page = consent(first, study, PROLIFIC_PID="5f1e0a", STUDY_ID="study-9", SESSION_ID="sess-3")
     page = first.post(f"/s/{study.code}/instructions", follow=True)
     page = answer(first, page)
     current = path(page)
-    # A new browser (no cookie) with the same id continues where the participant is.
+    # A new browser (no cookie) with the same id and session continues where the participant is, once it
+    # has been through the consent form (the session is the proof; see tests/security/test_identity.py).
     second = Client()
-    resumed = second.get(join_url(study, PROLIFIC_PID="5f1e0a", STUDY_ID="study-9", SESSION_ID="sess-3"), follow=True)
+    resumed = consent(second, study, PROLIFIC_PID="5f1e0a", STUDY_ID="study-9", SESSION_ID="sess-3")
     assert path(resumed) == current
     participant = Participant.objects.get()
     assert (participant.external_id, participant.external_study_id, participant.external_session_id) == (
@@ -95,8 +100,8 @@ def test_prolific_parameters_are_stored_and_the_same_prolific_id_resumes_the_sam
 def test_a_generic_pid_parameter_identifies_the_participant_too():
     study = small_study()
     consent(Client(), study, pid="panel-42")
-    consent_again = Client().get(join_url(study, pid="panel-42"), follow=True)
-    assert path(consent_again) == f"/s/{study.code}/instructions"
+    again = consent(Client(), study, pid="panel-42")
+    assert path(again) == f"/s/{study.code}/join" and 'name="resume_code"' in again.content.decode()
     assert Participant.objects.get().external_id == "panel-42"
 
 
@@ -127,9 +132,11 @@ def test_a_double_submitted_consent_form_enrols_one_participant():
     client = Client()
     page = client.get(join_url(study))
     enrol = re.search(r'name="enrol" value="([^"]+)"', page.content.decode())[1]
-    # The second post carries no cookie yet: the browser sent it before the first reply came back.
-    Client().post(join_url(study), {"enrol": enrol, "decision": "accept"})
-    Client().post(join_url(study), {"enrol": enrol, "decision": "accept"})
+    # The second post carries no participant cookie yet: the browser sent it before the first reply came back.
+    for _ in range(2):
+        same_browser = Client()
+        same_browser.cookies["studyapp_browser"] = client.cookies["studyapp_browser"].value
+        same_browser.post(join_url(study), {"enrol": enrol, "decision": "accept"})
     assert Participant.objects.count() == 1
 
 
@@ -140,11 +147,13 @@ def test_a_tampered_enrolment_token_is_refused():
     assert not Participant.objects.exists()
 
 
-def test_joining_twice_with_one_external_id_at_once_enrols_once():
+def test_joining_twice_with_one_external_id_enrols_once():
     study = small_study()
-    a = participant_join(study=study, code=uuid.uuid4(), consent=True, external_id="dup")
-    b = participant_join(study=study, code=uuid.uuid4(), consent=True, external_id="dup")
-    assert a == b and Participant.objects.count() == 1
+    link = JoinLink(external_id="dup", external_session_id="s-1")
+    a = participant_enter(study=study, enrolment=uuid.uuid4(), consent=True, link=link)
+    b = participant_enter(study=study, enrolment=uuid.uuid4(), consent=True, link=link)
+    assert (a.entry.value, b.entry.value) == ("joined", "resumed")
+    assert a.participant == b.participant and Participant.objects.count() == 1
 
 
 @pytest.mark.parametrize("status", ["draft", "closed"])
@@ -221,6 +230,30 @@ def test_reloading_after_an_answer_resumes_at_the_next_unanswered_trial():
     assert Response.objects.count() == 1
 
 
+def test_pages_fetched_with_get_never_allocate_trials_or_complete_the_participant():
+    # A GET can be repeated by a browser, a prefetcher or a link preview: only a POST moves a participant on.
+    study = small_study(design=Study.Design.WITHIN)
+    client = Client()
+    page = start(client, study)
+    participant = participant_of(client, study)
+    for assignment in participant.assignments.all():  # part 1 answered behind the pages' back
+        response_submit(assignment=assignment, choice="0")
+
+    def state():
+        participant.refresh_from_db()
+        return Assignment.objects.count(), participant.phases_entered, participant.completed_at
+
+    before = state()
+    for url in (f"/s/{study.code}/next", join_url(study), f"/s/{study.code}/instructions", f"/s/{study.code}/done",
+                path(page)):
+        assert client.get(url, follow=True).status_code == 200, url
+    assert state() == before
+    waiting = client.get(f"/s/{study.code}/next")
+    assert waiting.status_code == 200 and f'action="/s/{study.code}/instructions"' in waiting.content.decode()
+    page = client.post(f"/s/{study.code}/instructions", follow=True)
+    assert Assignment.objects.get(code=trial_code(page)).condition.shots == 1
+
+
 def test_within_subjects_phases_run_zero_then_one_then_two_shot():
     study = small_study(design=Study.Design.WITHIN)
     client = Client()
@@ -263,7 +296,7 @@ def test_the_progress_bar_and_trial_number_advance():
 def test_completion_shows_the_code_and_links_to_the_completion_url_only_after_every_answer():
     study = small_study(design=Study.Design.BETWEEN, completion_url="https://app.prolific.com/submissions/complete")
     client = Client()
-    page = start(client, study)
+    page = start(client, study, PROLIFIC_PID="5f00done", SESSION_ID="s-1")
     participant = participant_of(client, study)
     assert client.get(f"/s/{study.code}/done").url == path(page)  # not yet: back to the open trial
     page = finish(client, page)
@@ -280,7 +313,7 @@ def test_completion_shows_the_code_and_links_to_the_completion_url_only_after_ev
 def test_a_completion_url_with_its_own_query_is_used_as_it_is():
     study = small_study(design=Study.Design.BETWEEN, completion_url="https://example.org/done?cc=PROLIFIC1")
     client = Client()
-    html = finish(client, start(client, study)).content.decode()
+    html = finish(client, start(client, study, PROLIFIC_PID="5f00done", SESSION_ID="s-1")).content.decode()
     assert 'href="https://example.org/done?cc=PROLIFIC1"' in html
 
 

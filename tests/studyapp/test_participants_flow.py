@@ -21,9 +21,9 @@ def consent(client: Client, study: Study, decision: str = "accept", **params):
     return client.post(join_url(study, **params), {"enrol": enrol, "decision": decision}, follow=True)
 
 
-def start(client: Client, study: Study):
-    """Consent and leave the instructions; returns the first trial page."""
-    page = consent(client, study)
+def start(client: Client, study: Study, **params):
+    """Consent (with the join link's `params`) and leave the instructions; returns the first trial page."""
+    page = consent(client, study, **params)
     assert page.request["PATH_INFO"].endswith("/instructions"), page.request["PATH_INFO"]
     return client.post(f"/s/{study.code}/instructions", follow=True)
 

@@ -14,7 +14,9 @@ def responses(study: Study):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_command_runs_participants_concurrently_and_fills_every_item_to_k(capsys):
-    study = make_study(dataset=make_dataset(n_classes=3, test_per_class=2), items_per_participant=3, k_per_item=2)
+    # Exactly enough places for six people only if a person may see an item again in a later part.
+    study = make_study(dataset=make_dataset(n_classes=3, test_per_class=2), items_per_participant=3, k_per_item=2,
+                       repeat_items_across_parts=True)
     call_command("simulate_participants", str(study.code), "--n", "6", "--concurrency", "3",
                  "--accuracy", "0.5,0.75,0.75", "--idk-rate", "0.3,0.05,0.05", "--seed", "4")
     out = capsys.readouterr().out
@@ -30,7 +32,8 @@ def test_the_command_runs_participants_concurrently_and_fills_every_item_to_k(ca
 
 @pytest.mark.django_db(transaction=True)
 def test_the_answer_model_follows_accuracy_and_idk_rate_per_condition():
-    study = make_study(dataset=make_dataset(n_classes=3, test_per_class=4), items_per_participant=12, k_per_item=1)
+    study = make_study(dataset=make_dataset(n_classes=3, test_per_class=4), items_per_participant=12, k_per_item=1,
+                       repeat_items_across_parts=True)  # one person answers all twelve items in every part
     result = simulation_run(study=study, n=1, accuracy=[1.0, 0.0, 1.0], idk_rate=[0.0, 0.0, 1.0])
     assert result.errors == [] and result.answers == 36
     by_shots = {shots: responses(study).filter(assignment__condition__shots=shots) for shots in (0, 1, 2)}
@@ -51,7 +54,8 @@ def test_without_an_idk_option_the_model_never_answers_idk():
 @pytest.mark.django_db(transaction=True)
 def test_simulated_participants_drive_a_running_server_over_http(live_server):
     # 2 items x k=2 per condition at 2 per participant: two participants fill it, the third finds it full.
-    study = make_study(dataset=make_dataset(n_classes=2, test_per_class=1), items_per_participant=2, k_per_item=2)
+    study = make_study(dataset=make_dataset(n_classes=2, test_per_class=1), items_per_participant=2, k_per_item=2,
+                       repeat_items_across_parts=True)
     result = simulation_run(study=study, n=3, concurrency=2, base_url=live_server.url)
     assert result.errors == []
     # Who finds which phase full depends on timing; the totals do not.

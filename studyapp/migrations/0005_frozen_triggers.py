@@ -8,7 +8,7 @@ from studyapp import frozen
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('studyapp', '0003_ratelimit_cache_table'),
+        ('studyapp', '0004_participant_identity'),
     ]
 
     operations = [

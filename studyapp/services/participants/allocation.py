@@ -1,0 +1,256 @@
+"""The assignment engine: which items a participant gets, slots, reservations, and conditions for newcomers.
+
+A participant's trials for a condition (a "part") are allocated as one batch when they enter that part:
+up to Study.items_per_participant test items, chosen by items_choose() (a pure function, below), plus
+attention checks.
+
+Every test trial holds a slot number in [0, k) for its (condition, item); the partial unique
+constraint assignment_live_slot_unique is what guarantees that no item ever has more than k live
+assignments, whatever the concurrency. Allocators of one condition additionally queue on the
+condition row (SELECT ... FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE transactions serialise all
+writers anyway): without that, two batches claiming the same slots in different orders could
+deadlock on each other's uncommitted keys. A claim that still collides (a re-claim racing us)
+rolls back to its savepoint and tries the next slot or item.
+
+Live and lapsed. A reservation lapses at its expires_at. A lapsed reservation is a free place at once,
+everywhere, without waiting for a sweep: counting places (condition choice) ignores it, and whoever
+wants its slot (an allocation, a late answer taking its trial back) first marks the lapsed reservations
+of that condition or item expired, which is what frees the slot under the constraint. A late answer to
+an expired trial is still taken if the item has a free slot again, else politely refused.
+"""
+
+import itertools
+import logging
+import random
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from studyapp.models import Assignment, Condition, Item, Participant, ShotExample, Study
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ItemChoice:
+    chosen: list[int]  # the items of the batch, in the order they will be shown
+    spares: list[int]  # the other eligible items, best first: replacements for a chosen item whose slots ran out
+
+
+def items_choose(*, candidates: Sequence[int], fill: Mapping[int, int], seen: Set[int], k: int, n: int,
+                 rng: random.Random) -> ItemChoice:
+    """Which test items a person gets in one part, and in which order. Pure: no database, no clock.
+
+    candidates: the study's test items (ids) in a fixed order (ascending id);
+    fill: per item, the places taken in this condition (answers plus reservations that have not lapsed);
+    seen: items this person must not get: those they already have in this part and, unless the study
+          lets items repeat across parts, those they had in earlier parts;
+    k: answers wanted per item and condition; n: items wanted per person and part.
+
+    Eligible are the candidates with fill < k that are not in `seen`. The n least-filled are chosen,
+    equal fill broken at random, and shuffled for display; the remaining eligible items, in the same
+    ranking, are the spares.
+
+    What a seed reproduces: the draws, in this order — one rng.random() per candidate, in the order
+    given, eligible or not; then the shuffle of the chosen items. So the same rng state, candidates,
+    fill and seen give the same items in the same order, and the draws a caller makes afterwards
+    (attention checks) depend only on how many items were chosen. Fill depends on other people's timing,
+    so a seed reproduces a participant's batch given the state of the study, not the state itself.
+    """
+    tiebreak = {item: rng.random() for item in candidates}
+    eligible = sorted((i for i in candidates if fill.get(i, 0) < k and i not in seen),
+                      key=lambda i: (fill.get(i, 0), tiebreak[i]))
+    chosen = eligible[:n]
+    rng.shuffle(chosen)
+    return ItemChoice(chosen=chosen, spares=eligible[n:])
+
+
+def _allocate(*, participant: Participant, condition: Condition) -> None:
+    """Allocate the participant's batch for one part: attention checks and up to n test items.
+
+    The participant's random draws (rng seeded with "<participant seed>:<shots>") come in this order:
+    items_choose() (one per study item, then the shuffle of the chosen), the rounding of the number of
+    attention checks, the sample of check items, the shuffle of checks among test items.
+    """
+    study = condition.study
+    now = timezone.now()
+    # Queue behind other allocators of this condition (see the module docstring).
+    list(Condition.objects.select_for_update(no_key=True).filter(pk=condition.pk).values_list("pk", flat=True))
+    _expire_lapsed(condition_id=condition.pk, now=now)
+    if study.status != Study.Status.OPEN:
+        return
+    k = study.k_per_item
+    used_slots: dict[int, set[int]] = {}
+    for item_id, slot in Assignment.objects.filter(condition=condition, is_attention_check=False).exclude(
+        status=Assignment.Status.EXPIRED
+    ).values_list("item_id", "slot"):
+        used_slots.setdefault(item_id, set()).add(slot)
+    rng = random.Random(f"{participant.seed}:{condition.shots}")
+    choice = items_choose(
+        candidates=sorted(study.study_items.values_list("item_id", flat=True)),
+        fill={item_id: len(slots) for item_id, slots in used_slots.items()},
+        seen=_items_seen(participant=participant, condition=condition), k=k, n=study.items_per_participant, rng=rng,
+    )
+    n_test = len(choice.chosen)
+    spares = iter(choice.spares)
+    check_items = _attention_check_items(participant=participant, n=_check_count(n_test, study, rng), rng=rng)
+    kinds = [True] * len(check_items) + [False] * n_test
+    rng.shuffle(kinds)
+    checks, tests = iter(check_items), iter(choice.chosen)
+    expires_at = now + timedelta(minutes=study.reservation_minutes)
+    position = 0
+    for is_check in kinds:
+        if is_check:
+            Assignment.objects.create(
+                participant=participant, condition=condition, item_id=next(checks), position=position,
+                slot=None, is_attention_check=True, expires_at=expires_at,
+            )
+            position += 1
+            continue
+        for item_id in itertools.chain([next(tests)], spares):
+            if _claim_slot(participant=participant, condition=condition, item_id=item_id, position=position,
+                           used=used_slots.setdefault(item_id, set()), k=k, expires_at=expires_at):
+                position += 1
+                break
+
+
+def _items_seen(*, participant: Participant, condition: Condition) -> set[int]:
+    """Items the participant must not get in this part: this part's, and earlier parts' unless repeats are on.
+    Every status counts: a trial that expired may well have been looked at."""
+    trials = participant.assignments.filter(is_attention_check=False)
+    if condition.study.repeat_items_across_parts:
+        trials = trials.filter(condition=condition)
+    return set(trials.values_list("item_id", flat=True))
+
+
+def _expire_lapsed(*, condition_id: int, now: datetime, item_id: int | None = None) -> None:
+    """Mark the condition's (or one item's) lapsed reservations expired: their slots become free."""
+    lapsed = Assignment.objects.filter(
+        condition_id=condition_id, is_attention_check=False, status=Assignment.Status.RESERVED, expires_at__lt=now
+    )
+    if item_id is not None:
+        lapsed = lapsed.filter(item_id=item_id)
+    lapsed.update(status=Assignment.Status.EXPIRED)
+
+
+def _claim_slot(
+    *, participant: Participant, condition: Condition, item_id: int, position: int, used: set[int], k: int, expires_at
+) -> bool:
+    """Reserve the first free slot of the item for the participant; False when all k are taken."""
+    for slot in range(k):
+        if slot in used:
+            continue
+        used.add(slot)
+        try:
+            with transaction.atomic():
+                Assignment.objects.create(
+                    participant=participant, condition=condition, item_id=item_id, position=position, slot=slot,
+                    expires_at=expires_at,
+                )
+            return True
+        except IntegrityError:
+            continue  # someone took this slot since we looked: try the next one
+    return False
+
+
+def _check_count(n_test: int, study: Study, rng: random.Random) -> int:
+    """Checks such that they make up attention_check_rate of the phase's trials, rounded at random
+    so that the expected share is exact even for short phases."""
+    rate = study.attention_check_rate
+    if n_test == 0 or rate <= 0:
+        return 0
+    wanted = n_test * rate / (1 - rate)
+    return int(wanted) + (rng.random() < wanted - int(wanted))
+
+
+def _attention_check_items(*, participant: Participant, n: int, rng: random.Random) -> list[int]:
+    """Known-answer items: from the study's shot split, never a shot example, never twice per participant."""
+    if n == 0:
+        return []
+    study = participant.study
+    pool = list(
+        Item.objects.filter(dataset_id=study.dataset_id, split=study.shot_split)
+        .exclude(id__in=ShotExample.objects.filter(condition__study=study).values("item_id"))
+        .exclude(id__in=participant.assignments.filter(is_attention_check=True).values("item_id"))
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    if len(pool) < n:
+        logger.warning(
+            "study %s: %d attention check(s) wanted, only %d unused known-answer item(s) in split %r",
+            study.code, n, len(pool), study.shot_split,
+        )
+    return rng.sample(pool, min(n, len(pool)))
+
+
+def _reclaim(*, assignment: Assignment, to_status: str) -> bool:
+    """Take an expired trial back, as `to_status` (reserved again, or answered), if its item has a free slot
+    again (its old one preferred); lapsed reservations of the item are freed first."""
+    if assignment.is_attention_check:
+        # Checks hold no slot and never expire; nothing to take back.
+        return assignment.status != Assignment.Status.EXPIRED
+    study = assignment.condition.study
+    now = timezone.now()
+    _expire_lapsed(condition_id=assignment.condition_id, item_id=assignment.item_id, now=now)
+    used = set(
+        Assignment.objects.filter(condition_id=assignment.condition_id, item_id=assignment.item_id, slot__isnull=False)
+        .exclude(status=Assignment.Status.EXPIRED)
+        .values_list("slot", flat=True)
+    )
+    free = [s for s in range(study.k_per_item) if s not in used]
+    free.sort(key=lambda s: s != assignment.slot)
+    expires_at = now + timedelta(minutes=study.reservation_minutes)
+    for slot in free:
+        try:
+            with transaction.atomic():
+                won = Assignment.objects.filter(pk=assignment.pk, status=Assignment.Status.EXPIRED).update(
+                    status=to_status, slot=slot, expires_at=expires_at
+                )
+        except IntegrityError:
+            continue
+        assignment.refresh_from_db(fields=["status", "slot", "expires_at"])
+        # won == 0: another request of this participant re-claimed it first.
+        return won == 1 or assignment.status != Assignment.Status.EXPIRED
+    return False
+
+
+def condition_for_new_participant(*, study: Study) -> Condition | None:
+    """Between subjects: the condition with the least demand among those with a free place.
+
+    Places taken = answers + live reservations (lapsed ones are free). A condition is full when its places
+    taken reach items × k. Demand = places taken + items_per_participant for each fresh joiner of the
+    condition: someone who joined within reservation_minutes and has not started yet holds a batch to be,
+    and, like a reservation, that claim lapses. People who walked away count for nothing. Equal demand
+    goes by an order seeded with the study's seed.
+    """
+    if study.design != Study.Design.BETWEEN:
+        return None
+    # Lock the study row so that concurrent joins see each other's choice and stay balanced.
+    # no_key: foreign-key checks of concurrent inserts (they share-lock the key) need not wait for it.
+    list(Study.objects.select_for_update(no_key=True).filter(pk=study.pk).values_list("pk", flat=True))
+    now = timezone.now()
+    conditions = list(study.conditions.order_by("shots"))
+    tie_order = random.Random(f"conditions:{study.seed}").sample(conditions, len(conditions))
+    taken = dict(
+        Assignment.objects.filter(condition__study=study, is_attention_check=False)
+        .filter(Q(status=Assignment.Status.ANSWERED) | Q(status=Assignment.Status.RESERVED, expires_at__gte=now))
+        .values("condition").annotate(n=Count("id")).values_list("condition", "n")
+    )
+    fresh = dict(
+        Participant.objects.filter(
+            study=study, consent=Participant.Consent.GIVEN, condition__isnull=False, phases_entered=0,
+            created_at__gte=now - timedelta(minutes=study.reservation_minutes),
+        ).values("condition").annotate(n=Count("id")).values_list("condition", "n")
+    )
+    capacity = study.study_items.count() * study.k_per_item
+
+    def rank(condition: Condition) -> tuple[bool, int]:
+        places = taken.get(condition.pk, 0)
+        return places >= capacity, places + study.items_per_participant * fresh.get(condition.pk, 0)
+
+    # min() keeps the first of equals, so ties go by the seeded order.
+    return min(tie_order, key=rank)

@@ -1,0 +1,113 @@
+"""A participant's way through the parts: entering a part (which allocates it), showing a trial, completing.
+
+Parts (conditions in shot order: zero → one → two) are entered at most once each, guarded by a
+compare-and-set on Participant.phases_entered, so a part's batch is allocated once even when two
+tabs ask at once. Only POSTs come here (leaving the instructions, continuing, answering): pages
+fetched with GET ask studyapp.selectors.participants.participant_route, which never writes.
+"""
+
+from django.db import transaction
+from django.utils import timezone
+
+from studyapp.models import Assignment, Condition, Participant, Response
+from studyapp.selectors.participants import NextStep, Step, participant_conditions
+from studyapp.services.participants.allocation import _allocate, _reclaim
+
+
+def participant_start(*, participant: Participant) -> NextStep:
+    """Leave the instructions (or a "continue" page): allocate the next part if due and go to its first trial."""
+    return participant_allocate_next_step(participant=participant, start=True)
+
+
+def participant_allocate_next_step(*, participant: Participant, start: bool = False) -> NextStep:
+    """Where the participant goes after a POST: their next trial, or completion once nothing is left.
+
+    May write: enters (allocates) the next part when the current one is finished, takes back a timed-out
+    trial whose slot is free again, and marks the participant complete (flagging a failed attention
+    check) when every part is. A participant who got no trial at all is sent to the "study full" page
+    instead, without a completion code.
+    """
+    if participant.consent == Participant.Consent.DECLINED:
+        return NextStep(Step.DECLINED)
+    if participant.completed_at is not None:
+        return NextStep(Step.COMPLETE)
+    if participant.phases_entered == 0 and not start:
+        return NextStep(Step.INSTRUCTIONS)
+    assignment = assignment_next(participant=participant)
+    if assignment is not None:
+        return NextStep(Step.TRIAL, assignment)
+    if not participant.assignments.filter(status=Assignment.Status.ANSWERED).exists():
+        return NextStep(Step.FULL)
+    participant_complete(participant=participant)
+    return NextStep(Step.COMPLETE)
+
+
+def assignment_next(*, participant: Participant) -> Assignment | None:
+    """The next unanswered trial of the current part, entering later parts as needed; None when done."""
+    conditions = participant_conditions(participant=participant)
+    while True:
+        if participant.phases_entered:
+            trial = _phase_next_trial(participant=participant, condition=conditions[participant.phases_entered - 1])
+            if trial is not None:
+                return trial
+        if participant.phases_entered >= len(conditions):
+            return None
+        index = participant.phases_entered
+        _phase_enter(participant=participant, index=index, condition=conditions[index])
+        participant.refresh_from_db(fields=["phases_entered"])
+
+
+def _phase_next_trial(*, participant: Participant, condition: Condition) -> Assignment | None:
+    open_trials = (
+        participant.assignments.filter(condition=condition)
+        .exclude(status=Assignment.Status.ANSWERED)
+        .select_related("condition__study", "item")
+        .order_by("position")
+    )
+    for assignment in open_trials:
+        if assignment.status == Assignment.Status.RESERVED or _reclaim(
+            assignment=assignment, to_status=Assignment.Status.RESERVED
+        ):
+            return assignment
+    return None
+
+
+def _phase_enter(*, participant: Participant, index: int, condition: Condition) -> None:
+    with transaction.atomic():
+        won = Participant.objects.filter(pk=participant.pk, phases_entered=index).update(phases_entered=index + 1)
+        if won:
+            _allocate(participant=participant, condition=condition)
+
+
+def assignment_show(*, assignment: Assignment) -> Assignment | None:
+    """Prepare one of the participant's own trials for display: take it back if its reservation expired
+    (and its slot is free again), note when it was first shown (for the server-side response time).
+
+    None: the trial cannot be shown (already answered, or its item was given to someone else).
+    """
+    if assignment.status == Assignment.Status.ANSWERED:
+        return None
+    if assignment.status == Assignment.Status.EXPIRED and not _reclaim(
+        assignment=assignment, to_status=Assignment.Status.RESERVED
+    ):
+        return None
+    if assignment.shown_at is None:
+        Assignment.objects.filter(pk=assignment.pk, shown_at__isnull=True).update(shown_at=timezone.now())
+        assignment.refresh_from_db(fields=["shown_at"])
+    return assignment
+
+
+def participant_complete(*, participant: Participant) -> Participant:
+    """Mark the participant complete and flag them if their attention-check accuracy is under the threshold."""
+    checks = list(
+        Response.objects.filter(assignment__participant=participant, assignment__is_attention_check=True).values_list(
+            "choice_id", "assignment__item__label_id"
+        )
+    )
+    correct = sum(1 for choice, label in checks if choice == label)
+    failed = bool(checks) and correct / len(checks) < participant.study.attention_threshold
+    Participant.objects.filter(pk=participant.pk, completed_at__isnull=True).update(
+        completed_at=timezone.now(), attention_failed=failed
+    )
+    participant.refresh_from_db(fields=["completed_at", "attention_failed"])
+    return participant
