@@ -29,6 +29,7 @@ the statistic), while the weight u_i still moves an item with the people who ans
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,12 +68,20 @@ class Bootstrap:
 
 
 def bootstrap(trials, *, average: str = "macro", n_resamples: int = 1000, resample: str = "two-way",
-              seed: int | None = 0, level: float = 0.95) -> Bootstrap:
-    """Resample the whole study ``n_resamples`` times and keep every row's values (see the module doc)."""
+              seed: int | None = 0, level: float = 0.95, participant_draws: int | None = None,
+              class_items: np.ndarray | None = None) -> Bootstrap:
+    """Resample the whole study ``n_resamples`` times and keep every row's values (see the module doc).
+
+    Projection (the study planner's live estimate; two-way and items units): ``participant_draws`` draws that
+    many participants instead of as many as there are, ``class_items`` (per class code) draws m_c - 1 items of a
+    class instead of n_c - 1 (an m-out-of-n bootstrap: the spread a study of that size would have).
+    """
     _check_average(average)
     check_resample(resample)
     if n_resamples < 0:
         raise ReportInputError("the number of bootstrap resamples must be >= 0")
+    if resample == "participants" and (participant_draws is not None or class_items is not None):
+        raise ReportInputError("projections need the two-way or items unit")
     enc = _enc(trials)
     items = item_table(enc)
     point = summarise(items, enc.groups, average=average)
@@ -84,12 +93,12 @@ def bootstrap(trials, *, average: str = "macro", n_resamples: int = 1000, resamp
                 else np.full((0, len(METRICS)), np.nan)
     else:
         rows = {code: RowLayout(enc, items, code) for code in point.index}
-        sampler = WeightSampler(enc)
+        sampler = WeightSampler(enc, class_items=class_items)
         parts: dict[int, list[np.ndarray]] = {code: [] for code in rows}
         width = max(len(enc.items), len(enc.subjects), max((r.width for r in rows.values()), default=1))
         for b in _chunks(n_resamples, width):
             v = sampler.items(rng, b)
-            w = sampler.participants(rng, b) if resample == "two-way" else None
+            w = sampler.participants(rng, b, n_draws=participant_draws) if resample == "two-way" else None
             for code, row in rows.items():
                 parts[code].append(row.stats(v, w if row.is_human else None, average=average))
         for code in rows:
@@ -168,14 +177,16 @@ def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]
 class WeightSampler:
     """Draws item weights (within each class) and human participant weights for the whole trial table."""
 
-    def __init__(self, enc: Encoded):
+    def __init__(self, enc: Encoded, *, class_items: np.ndarray | None = None):
+        """``class_items`` (per class code): project to that many items a class (m_c - 1 draws from the n_c present)."""
         order = np.argsort(enc.item_class, kind="stable")
         cls = enc.item_class[order]
         starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]]) if len(cls) else np.zeros(0, int)
         sizes = np.diff(np.r_[starts, len(cls)])
         # Rao & Wu (1988): n_c - 1 draws per class, so that the resampled class mean has the unbiased
         # variance s^2 / n_c instead of (n_c - 1) / n_c of it (10 items a class undercover otherwise).
-        draws = np.maximum(sizes - 1, 1)
+        planned = sizes if class_items is None else np.maximum(np.asarray(class_items)[cls[starts]], sizes)
+        draws = np.maximum(planned - 1, 1)
         self._order = order
         self._slot_start = np.repeat(starts, draws)
         self._slot_size = np.repeat(sizes, draws)
@@ -191,76 +202,125 @@ class WeightSampler:
         flat = (np.arange(b)[:, None] * self.n_items + self._order[pick]).ravel()
         return np.bincount(flat, minlength=b * self.n_items).reshape(b, self.n_items).astype(float)
 
-    def participants(self, rng: np.random.Generator, b: int) -> np.ndarray:
-        """resamples x subjects: multinomial draw counts of the human subjects (models keep weight 1)."""
+    def participants(self, rng: np.random.Generator, b: int, *, n_draws: int | None = None) -> np.ndarray:
+        """resamples x subjects: multinomial draw counts of the human subjects (models keep weight 1).
+
+        ``n_draws`` (default: the number of humans) projects to a study of that many participants.
+        """
         w = np.ones((b, self.n_subjects))
         if len(self.humans):
-            w[:, self.humans] = rng.multinomial(len(self.humans), np.full(len(self.humans), 1 / len(self.humans)),
-                                                size=b)
+            n = len(self.humans) if n_draws is None else int(n_draws)
+            w[:, self.humans] = rng.multinomial(n, np.full(len(self.humans), 1 / len(self.humans)), size=b)
         return w
+
+
+class CrossedSums:
+    """Two-way weighted sums of one row of a crossed design (participants x items), per class of its items.
+
+    Answer values x_pi (e.g. right, guessed) are summed as sum_i V_i sum_p W_p x_pi; item values y_i (e.g. a
+    majority vote's outcome, fixed on the original answers) as sum_i V_i u_i y_i with u_i = the mean W of
+    item i's answerers. ``w=None`` holds participants fixed (all W_p = 1, so u_i = 1): model rows, or items-only
+    resampling. Table 2's rows (:class:`RowLayout`), the risk-coverage, alignment and combination analyses all
+    resample through this one class.
+    """
+
+    def __init__(self, *, n_items: int, item_codes: np.ndarray, item_class: np.ndarray, subject: np.ndarray,
+                 item: np.ndarray, answer_values: Mapping[str, np.ndarray],
+                 item_values: Mapping[str, np.ndarray] | None = None):
+        order = np.argsort(item_class, kind="stable")
+        self.item_codes = np.asarray(item_codes, dtype=np.int64)[order]
+        cls = np.asarray(item_class)[order]
+        self.class_starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]]) if len(cls) else np.zeros(0, int)
+        self.class_codes = cls[self.class_starts]
+        self.item_values = {name: np.asarray(y, dtype=float)[order] for name, y in (item_values or {}).items()}
+        local = np.full(n_items, -1, dtype=np.int64)
+        local[self.item_codes] = np.arange(len(self.item_codes))
+        self.subject_codes, person = np.unique(subject, return_inverse=True)
+        item_local = local[item]
+        if (item_local < 0).any():
+            raise ValueError("an answer's item is not among the row's items")
+        values = {"answered": np.ones(len(item_local)), **{n: np.asarray(x, dtype=float) for n, x in answer_values.items()}}
+        n_local = len(self.item_codes)
+        self.k = np.bincount(item_local, minlength=n_local).astype(float)
+        self._fixed = {name: np.bincount(item_local, weights=x, minlength=n_local) for name, x in values.items()}
+        self.cells = len(self.subject_codes) * n_local
+        self.dense = self.cells <= _DENSE_CELLS
+        self.width = n_local if self.dense else len(item_local)
+        if self.dense:
+            self._matrices = {}
+            for name, x in values.items():
+                m = np.zeros((len(self.subject_codes), n_local), dtype=np.float32)
+                m[person, item_local] = x
+                self._matrices[name] = m
+        else:  # answers sorted by item: per-item sums of W are segment sums of a gather
+            order = np.argsort(item_local, kind="stable")
+            self._person = person[order]
+            self._starts = np.flatnonzero(np.r_[True, item_local[order][1:] != item_local[order][:-1]])
+            self._values = {name: x[order] for name, x in values.items()}
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_codes)
+
+    def person_sums(self, w: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Per item (in the row's class order): sum_p W_p x_pi for each answer value (1 x items when w is None)."""
+        if w is None:
+            return {name: x[None, :] for name, x in self._fixed.items()}
+        w = w[:, self.subject_codes]
+        if self.dense:
+            w32 = w.astype(np.float32)
+            return {name: (w32 @ m).astype(float) for name, m in self._matrices.items()}
+        gathered = w[:, self._person]
+        return {name: np.add.reduceat(gathered * x, self._starts, axis=1) for name, x in self._values.items()}
+
+    def item_weights(self, w: np.ndarray | None) -> np.ndarray:
+        """u_i, the mean participant weight of item i's answerers (1 when w is None)."""
+        if w is None:
+            return np.ones((1, self.n_items))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.person_sums(w)["answered"] / self.k
+
+    def per_class(self, x: np.ndarray, v_local: np.ndarray) -> np.ndarray:
+        """resamples x classes: sum over each class's items of V_i x_i (x broadcast to V's shape)."""
+        return np.add.reduceat(np.broadcast_to(x, v_local.shape) * v_local, self.class_starts, axis=1)
+
+    def sums(self, v: np.ndarray, w: np.ndarray | None) -> dict[str, np.ndarray]:
+        """resamples x classes: ``items`` (sum V u), every answer value and every item value (sum V u y)."""
+        v = v[:, self.item_codes]
+        person = self.person_sums(w)
+        if w is None:
+            u = np.ones((1, self.n_items))
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                u = person["answered"] / self.k
+        vu = v * u
+        out = {"items": np.add.reduceat(vu, self.class_starts, axis=1)}
+        for name, x in person.items():
+            out[name] = self.per_class(x, v)
+        for name, y in self.item_values.items():
+            out[name] = self.per_class(y, vu)
+        return out
 
 
 class RowLayout:
     """One Table 2 row (group) arranged for :meth:`stats` on global weights (see the module formulas)."""
 
     def __init__(self, enc: Encoded, items: pd.DataFrame, code: int):
-        part = items[items["_group"] == code].sort_values("_class", kind="stable")
+        part = items[items["_group"] == code]
         self.is_human = enc.groups.loc[code, "subject_kind"] == "human"
-        self.item_codes = enc.items.get_indexer(part["item"].to_numpy())
-        cls = part["_class"].to_numpy()
-        self.class_starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]])
-        self.k = part["n_answers"].to_numpy(dtype=float)
-        self.correct = part["n_correct"].to_numpy(dtype=float)
-        self.guesses = part["n_guesses"].to_numpy(dtype=float)
-        self.mv_full = part["mv_full"].to_numpy(dtype=float)
-        self.mv_guess = part["mv_guess"].to_numpy(dtype=float)
         mask = enc.group == code
-        local = np.full(len(enc.items), -1, dtype=np.int64)
-        local[self.item_codes] = np.arange(len(self.item_codes))
-        self.subject_codes, person = np.unique(enc.subject[mask], return_inverse=True)
-        item = local[enc.item[mask]]
-        self.cells = len(self.subject_codes) * len(self.item_codes)
-        self.width = len(self.item_codes) if self.cells <= _DENSE_CELLS else int(mask.sum())
-        if self.cells <= _DENSE_CELLS:
-            shape = (len(self.subject_codes), len(self.item_codes))
-            self._a = np.zeros(shape, dtype=np.float32)
-            self._c = np.zeros(shape, dtype=np.float32)
-            self._g = np.zeros(shape, dtype=np.float32)
-            self._a[person, item] = 1.0
-            self._c[person, item] = enc.correct[mask]
-            self._g[person, item] = enc.guess[mask]
-        else:  # answers sorted by item: per-item sums of W are segment sums of a gather
-            order = np.argsort(item, kind="stable")
-            self._person, item_sorted = person[order], item[order]
-            self._starts = np.flatnonzero(np.r_[True, item_sorted[1:] != item_sorted[:-1]])
-            self._right = enc.correct[mask][order].astype(float)
-            self._guess = enc.guess[mask][order].astype(float)
+        self.sums = CrossedSums(
+            n_items=len(enc.items), item_codes=enc.items.get_indexer(part["item"].to_numpy()),
+            item_class=part["_class"].to_numpy(), subject=enc.subject[mask], item=enc.item[mask],
+            answer_values={"right": enc.correct[mask], "guess": enc.guess[mask]},
+            item_values={"mv_full": part["mv_full"].to_numpy(), "mv_guess": part["mv_guess"].to_numpy()})
+        self.width = self.sums.width
 
     def stats(self, v: np.ndarray, w: np.ndarray | None, *, average: str) -> np.ndarray:
         """resamples x 4 Table 2 fractions for global item weights ``v`` and subject weights ``w`` (None: all 1)."""
-        v = v[:, self.item_codes]
-        if w is None:
-            wa, wc, wg, u = self.k, self.correct, self.guesses, 1.0
-        else:
-            wa, wc, wg = self._person_sums(w[:, self.subject_codes])
-            with np.errstate(invalid="ignore", divide="ignore"):
-                u = wa / self.k  # mean participant weight of the item's answerers
-
-        def per_class(x):
-            return np.add.reduceat(np.broadcast_to(x, v.shape), self.class_starts, axis=1)
-
-        vu = v * u
-        return _combine_classes(per_class(vu), per_class(v * wa), per_class(v * wc), per_class(v * wg),
-                                per_class(vu * self.mv_full), per_class(vu * self.mv_guess), average=average)
-
-    def _person_sums(self, w: np.ndarray):
-        if self.cells <= _DENSE_CELLS:
-            w32 = w.astype(np.float32)
-            return ((w32 @ self._a).astype(float), (w32 @ self._c).astype(float), (w32 @ self._g).astype(float))
-        gathered = w[:, self._person]
-        return (np.add.reduceat(gathered, self._starts, axis=1),
-                np.add.reduceat(gathered * self._right, self._starts, axis=1),
-                np.add.reduceat(gathered * self._guess, self._starts, axis=1))
+        s = self.sums.sums(v, w)
+        return _combine_classes(s["items"], s["answered"], s["right"], s["guess"], s["mv_full"], s["mv_guess"],
+                                average=average)
 
 
 # --------------------------------------------------------------------------- participants only (votes recomputed)
