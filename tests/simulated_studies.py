@@ -10,7 +10,9 @@ too; this module adds what only the tests need, the known values:
   (macro average over the fixed classes; participants and items random), by numerical integration, for
   coverage checks of the bootstrap;
 * :func:`human_answer_distribution`: each item's population distribution of human guesses (the soft label a
-  study with infinitely many answers per item would measure).
+  study with infinitely many answers per item would measure);
+* :func:`model_cross_entropy_truth`: the population cross-entropy of the simulated model's probabilities
+  against the people's soft labels.
 
 The response model is described in ``evaluator/report/simulate.py``.
 """
@@ -26,7 +28,7 @@ from evaluator.report import simulate as _core
 from evaluator.report.simulate import IDK, SimulatedStudy, simulate_study
 
 __all__ = ["IDK", "Population", "SimulatedStudy", "full_overlap_consistency", "human_answer_distribution",
-           "model_vs_human_kappa", "simulate_study"]
+           "model_cross_entropy_truth", "model_vs_human_kappa", "simulate_study"]
 
 _GH_NODES = 48  # Gauss-Hermite nodes per dimension: the truths are exact to ~1e-9 for these smooth integrands
 
@@ -95,6 +97,33 @@ def human_answer_distribution(study: SimulatedStudy) -> tuple[np.ndarray, np.nda
     dist[rows, study.item_class] = p1
     guess = p1 + wrong_guess
     return dist / guess[:, None], (1 - p1) * pop.idk_share
+
+
+def model_cross_entropy_truth(population: Population) -> float:
+    """Population value (nats) of the mean over items of -sum_c h_ic log m_ic, h_i the soft label of the guesses.
+
+    E[h_ic] = pi_ic (the guess distribution of one answer; given n >= 1 guesses, n_c / n has mean pi_c), so the
+    expected cross-entropy of item i is sum_c pi_ic (-log m_ic). Given the item's difficulty d, the model is
+    right with probability s(d) and puts c(d) = 1/C + (1 - 1/C) s(d) on its answer (the target, or the item's
+    confuser when wrong, the same confuser people pick) and (1 - c) / (C - 1) on each other class.
+    """
+    pop = population
+    nodes, weights = np.polynomial.hermite_e.hermegauss(_GH_NODES)
+    weights = weights / weights.sum()
+    per_class = []
+    for b in pop.class_difficulty:
+        d = b + pop.item_sd * nodes
+        p1 = _sigmoid(pop.base_logit + pop.person_sd * nodes[None, :] - d[:, None]) @ weights
+        guess = p1 + (1 - p1) * (1 - pop.idk_share)
+        pi_target = p1 / guess
+        pi_confuser = (1 - p1) * (1 - pop.idk_share) * pop.confuser_share / guess
+        s = _sigmoid(pop.model_logit - pop.model_coupling * d)
+        c = 1 / pop.n_classes + (1 - 1 / pop.n_classes) * s
+        rest = (1 - c) / (pop.n_classes - 1)
+        right = -(pi_target * np.log(c) + (1 - pi_target) * np.log(rest))
+        wrong = -(pi_confuser * np.log(c) + (1 - pi_confuser) * np.log(rest))
+        per_class.append(float(weights @ (s * right + (1 - s) * wrong)))
+    return float(np.mean(per_class))
 
 
 # --------------------------------------------------------------------------- known consistency values
