@@ -12,7 +12,8 @@ too; this module adds what only the tests need, the known values:
 * :func:`human_answer_distribution`: each item's population distribution of human guesses (the soft label a
   study with infinitely many answers per item would measure);
 * :func:`model_cross_entropy_truth`: the population cross-entropy of the simulated model's probabilities
-  against the people's soft labels.
+  against the people's soft labels;
+* :func:`model_selective_accuracy_truth`: the model's population accuracy on its most confident items.
 
 The response model is described in ``evaluator/report/simulate.py``.
 """
@@ -28,7 +29,7 @@ from evaluator.report import simulate as _core
 from evaluator.report.simulate import IDK, SimulatedStudy, simulate_study
 
 __all__ = ["IDK", "Population", "SimulatedStudy", "full_overlap_consistency", "human_answer_distribution",
-           "model_cross_entropy_truth", "model_vs_human_kappa", "simulate_study"]
+           "model_cross_entropy_truth", "model_selective_accuracy_truth", "model_vs_human_kappa", "simulate_study"]
 
 _GH_NODES = 48  # Gauss-Hermite nodes per dimension: the truths are exact to ~1e-9 for these smooth integrands
 
@@ -124,6 +125,26 @@ def model_cross_entropy_truth(population: Population) -> float:
         wrong = -(pi_confuser * np.log(c) + (1 - pi_confuser) * np.log(rest))
         per_class.append(float(weights @ (s * right + (1 - s) * wrong)))
     return float(np.mean(per_class))
+
+
+def model_selective_accuracy_truth(population: Population, coverage: float) -> float:
+    """The simulated model's population accuracy on the share ``coverage`` of items it is most confident of.
+
+    Its confidence rises with s = P(right | item) = sigmoid(model_logit - model_coupling d), so keeping the top
+    ``coverage`` of items keeps those with s above its (1 - coverage) quantile: E[s | kept], by quadrature over
+    each class's item difficulties (classes weighted equally, as the simulator draws them).
+    """
+    nodes, weights = np.polynomial.hermite_e.hermegauss(200)
+    weights = weights / weights.sum() / population.n_classes
+    d = (population.class_difficulty[:, None] + population.item_sd * nodes[None, :]).ravel()
+    s = _sigmoid(population.model_logit - population.model_coupling * d)
+    w = np.tile(weights, population.n_classes)
+    order = np.argsort(-s)
+    s, w = s[order], w[order]
+    cumulative = np.cumsum(w)
+    j = int(np.searchsorted(cumulative, coverage))
+    kept = np.r_[w[:j], coverage - (cumulative[j - 1] if j else 0.0)]
+    return float((s[: j + 1] * kept).sum() / coverage)
 
 
 # --------------------------------------------------------------------------- known consistency values

@@ -11,7 +11,7 @@ import pytest
 
 from evaluator.report import encode, prepare_trials, table2
 from evaluator.report.abstention import risk_coverage
-from tests.simulated_studies import Population, simulate_study
+from tests.simulated_studies import Population, model_selective_accuracy_truth, simulate_study
 
 
 def with_confidence(trials: pd.DataFrame, confidence) -> pd.DataFrame:
@@ -133,27 +133,12 @@ def test_a_confidence_unrelated_to_correctness_gives_a_flat_curve_on_average():
     assert abs(np.mean(gaps)) < 1.5  # selective accuracy = accuracy when confidence carries no information
 
 
-def selective_accuracy_truth(population: Population, coverage: float) -> float:
-    """E[s | s in the top `coverage` share of items] for s = P(model right | item), over the item population."""
-    nodes, weights = np.polynomial.hermite_e.hermegauss(200)
-    weights = weights / weights.sum() / population.n_classes
-    d = (population.class_difficulty[:, None] + population.item_sd * nodes[None, :]).ravel()
-    s = 1 / (1 + np.exp(-(population.model_logit - population.model_coupling * d)))
-    w = np.tile(weights, population.n_classes)
-    order = np.argsort(-s)
-    s, w = s[order], w[order]
-    cumulative = np.cumsum(w)
-    j = np.searchsorted(cumulative, coverage)
-    kept = np.r_[w[:j], coverage - (cumulative[j - 1] if j else 0.0)]
-    return float((s[: j + 1] * kept).sum() / coverage)
-
-
 def test_the_models_accuracy_at_the_humans_coverage_recovers_the_known_selective_accuracy():
     """The simulated model's confidence rises with its probability of being right, so the population value at
     the humans' population coverage is E[s | s above its (1 - coverage) quantile]; CIs cover it."""
     population = Population(n_classes=12)
     human_coverage = 1 - population.expected_idk_rate()
-    truth = selective_accuracy_truth(population, human_coverage) * 100
+    truth = model_selective_accuracy_truth(population, human_coverage) * 100
     estimates, hits, n = [], 0, 30
     for seed in range(n):
         study = simulate_study(population, n_participants=40, items_per_class=20, k=5, seed=100 + seed)
