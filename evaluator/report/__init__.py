@@ -21,8 +21,9 @@ from .alignment import alignment, soft_labels, weighted_spearman
 from .combination import combination
 from .export import ReportExportError, export_figures, find_browser
 from .html import render_html
+from .live import live_precision
 from .metrics import AVERAGES, Encoded, confusion, encode, item_table, per_class, table2
-from .planning import ConditionPlan, StudyDesign, live_precision, paper_conditions, plan_halfwidths, plan_study
+from .planning import ConditionPlan, StudyDesign, paper_conditions, plan_halfwidths, plan_study
 from .probabilities import (
     PROBABILITY_TABLE_COLUMNS,
     ModelProbabilities,

@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .bootstrap import CrossedSums, WeightSampler, _chunks, _row_nanmean, percentile_interval
+from .bootstrap import WeightSampler, _chunks, _row_nanmean, percentile_interval
+from .crossed import CrossedSums
 from .metrics import Encoded, _check_average, encode
 from .probabilities import ModelProbabilities
 from .trials import CONDITIONS

@@ -31,7 +31,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .bootstrap import CrossedSums, WeightSampler, _chunks, percentile_interval
+from .bootstrap import WeightSampler, _chunks, percentile_interval
+from .crossed import CrossedSums
 from .metrics import Encoded, encode
 from .probabilities import ModelProbabilities
 from .trials import CONDITIONS, IDK

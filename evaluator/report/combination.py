@@ -32,11 +32,13 @@ spread of the fitted rule itself.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from .bootstrap import CrossedSums, WeightSampler, _chunks, _row_nanmean, percentile_interval
+from .bootstrap import WeightSampler, _chunks, _row_nanmean, percentile_interval
+from .crossed import CrossedSums
 from .metrics import Encoded, _check_average, encode, item_table
 from .probabilities import ModelProbabilities
 from .trials import CONDITIONS
@@ -106,11 +108,18 @@ def _model_vectors(enc: Encoded, code: int, probabilities: ModelProbabilities | 
     return item_codes, matrix / matrix.sum(axis=1, keepdims=True), classes, "answer + p_response"
 
 
+@dataclass
 class _Fitted:
     """Out-of-sample combined outcomes of one condition x model, ready for the bootstrap."""
 
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
+    condition: str
+    model: str
+    humans: CrossedSums  # answer values right, with_one; item values mv_full, humans_vote, with_all
+    model_sums: CrossedSums  # the model's answers on the same items
+    n_answers: int
+    folds: int
+    temperature: float  # geometric mean over the folds
+    model_input: str
 
     def rows(self, sampler: WeightSampler, rng, *, average, n_resamples, level) -> list:
         point = self._accuracies(np.ones((1, sampler.n_items)), None, average)
