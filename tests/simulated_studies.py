@@ -1,67 +1,43 @@
-"""Simulated human-vs-model studies whose population values are known: the harness for the report's statistics.
+"""Simulated human-vs-model studies whose population values are known: the test side of the simulator.
 
-Not a test module (tests and benchmarks import it). A study is generated in two steps:
-
-1. a *full* answer matrix: every simulated participant answers every item (the full-overlap design of
-   model-vs-human), from an item-response model in which errors are driven by item difficulty;
-2. the paper's *sparse* design drawn from it: each item keeps ``k`` answers from ``k`` different
-   participants, spread so that every participant answers about ``n_items * k / n_participants`` items
-   (what the app's item filling does).
-
-Known values:
+Not a test module (tests and benchmarks import it). The generative core (:class:`Population`'s parameters,
+:func:`simulate_study`, the designs) lives in ``evaluator/report/simulate.py``, which the study planner uses
+too; this module adds what only the tests need, the known values:
 
 * :func:`full_overlap_consistency`: error consistency on the full matrix (mean over all pairs of
   Geirhos et al.'s kappa on all items), the value a sparse estimator must recover;
 * :meth:`Population.truth`: the population values of the Table 2 metrics for ``k`` answers per item
   (macro average over the fixed classes; participants and items random), by numerical integration, for
-  coverage checks of the bootstrap.
+  coverage checks of the bootstrap;
+* :func:`human_answer_distribution`: each item's population distribution of human guesses (the soft label a
+  study with infinitely many answers per item would measure);
+* :func:`model_cross_entropy_truth`: the population cross-entropy of the simulated model's probabilities
+  against the people's soft labels;
+* :func:`model_selective_accuracy_truth`: the model's population accuracy on its most confident items.
 
-The response model, for participant p (ability theta_p ~ N(0, person_sd)) and item i of class c
-(difficulty d_i = b_c + item_sd * z_i, z_i ~ N(0, 1); b_c fixed per population):
-P(right) = sigmoid(base_logit + theta_p - d_i); a wrong answer is ``idk`` with probability ``idk_share``,
-else the item's confuser class with probability ``confuser_share``, else one of the other C - 2 classes
-uniformly. The model subject is right with probability sigmoid(model_logit - model_coupling * d_i) and
-its wrong answers are the confuser (it never abstains).
+The response model is described in ``evaluator/report/simulate.py``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
-IDK = "idk"
+from evaluator.report import simulate as _core
+from evaluator.report.simulate import IDK, SimulatedStudy, simulate_study
+
+__all__ = ["IDK", "Population", "SimulatedStudy", "full_overlap_consistency", "human_answer_distribution",
+           "model_cross_entropy_truth", "model_selective_accuracy_truth", "model_vs_human_kappa", "simulate_study"]
+
 _GH_NODES = 48  # Gauss-Hermite nodes per dimension: the truths are exact to ~1e-9 for these smooth integrands
 
 
-@dataclass(frozen=True)
-class Population:
-    """The generating model; classes (and their difficulties b_c) are fixed, people and items are drawn."""
-
-    n_classes: int = 37
-    base_logit: float = 1.2
-    person_sd: float = 0.7
-    item_sd: float = 1.6
-    class_sd: float = 0.5
-    idk_share: float = 0.35
-    confuser_share: float = 0.7
-    model_logit: float = 2.5
-    model_coupling: float = 1.0
-    class_seed: int = 12345
-
-    @cached_property
-    def class_difficulty(self) -> np.ndarray:
-        return np.random.default_rng(self.class_seed).normal(0.0, self.class_sd, self.n_classes)
-
-    @property
-    def class_names(self) -> list[str]:
-        return [f"class_{c:02d}" for c in range(self.n_classes)]
+class Population(_core.Population):
+    """The simulator's population with its known Table 2 values (a frozen dataclass, like its base)."""
 
     # ----------------------------------------------------------------- population values
-
     def truth(self, k: int) -> dict[str, float]:
         """Population values (fractions) of the four Table 2 metrics for humans, ``k`` answers per item.
 
@@ -88,10 +64,7 @@ class Population:
 
     def model_truth(self) -> float:
         """The model's population (macro) accuracy over items of the fixed classes."""
-        nodes, weights = np.polynomial.hermite_e.hermegauss(_GH_NODES)
-        weights = weights / weights.sum()
-        return float(np.mean([weights @ _sigmoid(self.model_logit - self.model_coupling * (b + self.item_sd * nodes))
-                              for b in self.class_difficulty]))
+        return self.expected_model_accuracy()
 
     def _p_right_given_item(self, d, nodes, weights):
         theta = self.person_sd * nodes
@@ -105,86 +78,73 @@ class Population:
                 guess_wrong * (1 - self.confuser_share) / (self.n_classes - 2))
 
 
-@dataclass
-class SimulatedStudy:
-    """One simulated study: the full answer matrix and the sparse k-per-item trial table drawn from it."""
+def human_answer_distribution(study: SimulatedStudy) -> tuple[np.ndarray, np.ndarray]:
+    """(items x classes soft labels, per-item idk probability): the population distribution of one human answer.
 
-    population: Population
-    full: np.ndarray  # participants x items: response codes (class index; n_classes = idk)
-    item_class: np.ndarray
-    model: np.ndarray  # per item: the model's response code
-    sparse_mask: np.ndarray  # participants x items: answered in the sparse design
-    k: int
-    condition: str = "zero-shot"
-    model_name: str = "model"
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def idk_code(self) -> int:
-        return self.population.n_classes
-
-    def trials(self, *, sparse: bool = True, with_model: bool = True) -> pd.DataFrame:
-        """The long trial table (the report's input) of the sparse design, or of the full matrix."""
-        mask = self.sparse_mask if sparse else np.ones_like(self.sparse_mask)
-        person, item = np.nonzero(mask)
-        labels = np.array([*self.population.class_names, IDK], dtype=object)
-        items = np.array([f"img_{i:05d}" for i in range(len(self.item_class))], dtype=object)
-        frames = [pd.DataFrame({
-            "subject": np.char.add("p", person.astype(str)).astype(object), "subject_kind": "human",
-            "condition": self.condition, "item": items[item], "target": labels[self.item_class[item]],
-            "response": labels[self.full[person, item]], "rt_ms": 1000.0,
-        })]
-        if with_model:
-            frames.append(pd.DataFrame({
-                "subject": self.model_name, "subject_kind": "model", "condition": self.condition, "item": items,
-                "target": labels[self.item_class], "response": labels[self.model], "rt_ms": np.nan,
-            }))
-        return pd.concat(frames, ignore_index=True)
+    Given item i (difficulty d_i, confuser c_i) and a random person: P(right) = p1_i = E_theta sigmoid(base +
+    theta - d_i); a wrong answer is idk with probability idk_share, else the confuser (confuser_share) or one of
+    the C - 2 other classes. The soft label is the distribution of the guesses, P(class | not idk).
+    """
+    pop = study.population
+    nodes, weights = np.polynomial.hermite_e.hermegauss(_GH_NODES)
+    weights = weights / weights.sum()
+    d = study.extra["difficulty"]
+    p1 = _sigmoid(pop.base_logit + pop.person_sd * nodes[None, :] - d[:, None]) @ weights
+    wrong_guess = (1 - p1) * (1 - pop.idk_share)
+    n_items = len(d)
+    dist = np.repeat((wrong_guess * (1 - pop.confuser_share) / (pop.n_classes - 2))[:, None], pop.n_classes, axis=1)
+    rows = np.arange(n_items)
+    dist[rows, study.extra["confuser"]] = wrong_guess * pop.confuser_share
+    dist[rows, study.item_class] = p1
+    guess = p1 + wrong_guess
+    return dist / guess[:, None], (1 - p1) * pop.idk_share
 
 
-def simulate_study(population: Population = Population(), *, n_participants: int = 60, items_per_class: int = 10,
-                   k: int = 5, seed: int = 0, condition: str = "zero-shot", model_name: str = "model") -> SimulatedStudy:
-    """Draw people, items, the full answer matrix, the model's answers and the sparse k-per-item design."""
-    if not 1 <= k <= n_participants:
-        raise ValueError("k must be between 1 and the number of participants")
-    rng = np.random.default_rng(seed)
+def model_cross_entropy_truth(population: Population) -> float:
+    """Population value (nats) of the mean over items of -sum_c h_ic log m_ic, h_i the soft label of the guesses.
+
+    E[h_ic] = pi_ic (the guess distribution of one answer; given n >= 1 guesses, n_c / n has mean pi_c), so the
+    expected cross-entropy of item i is sum_c pi_ic (-log m_ic). Given the item's difficulty d, the model is
+    right with probability s(d) and puts c(d) = 1/C + (1 - 1/C) s(d) on its answer (the target, or the item's
+    confuser when wrong, the same confuser people pick) and (1 - c) / (C - 1) on each other class.
+    """
     pop = population
-    n_items = pop.n_classes * items_per_class
-    item_class = np.repeat(np.arange(pop.n_classes), items_per_class)
-    d = pop.class_difficulty[item_class] + pop.item_sd * rng.standard_normal(n_items)
-    confuser = (item_class + rng.integers(1, pop.n_classes, n_items)) % pop.n_classes
-    theta = pop.person_sd * rng.standard_normal(n_participants)
-
-    p_right = _sigmoid(pop.base_logit + theta[:, None] - d[None, :])
-    full = _answers(rng, p_right, item_class, confuser, pop)
-    model_right = rng.random(n_items) < _sigmoid(pop.model_logit - pop.model_coupling * d)
-    model = np.where(model_right, item_class, confuser)
-    return SimulatedStudy(population=pop, full=full, item_class=item_class, model=model,
-                          sparse_mask=_k_per_item(rng, n_participants, n_items, k), k=k, condition=condition,
-                          model_name=model_name, extra={"difficulty": d, "ability": theta})
-
-
-def _answers(rng, p_right, item_class, confuser, pop: Population) -> np.ndarray:
-    shape = p_right.shape
-    right = rng.random(shape) < p_right
-    idk = rng.random(shape) < pop.idk_share
-    to_confuser = rng.random(shape) < pop.confuser_share
-    # Another class that is neither the target nor the confuser, uniformly.
-    other = (item_class[None, :] + rng.integers(1, pop.n_classes - 1, shape)) % pop.n_classes
-    other = np.where(other == confuser[None, :], (item_class[None, :] + pop.n_classes - 1) % pop.n_classes, other)
-    wrong = np.where(idk, pop.n_classes, np.where(to_confuser, confuser[None, :], other))
-    return np.where(right, item_class[None, :], wrong)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(_GH_NODES)
+    weights = weights / weights.sum()
+    per_class = []
+    for b in pop.class_difficulty:
+        d = b + pop.item_sd * nodes
+        p1 = _sigmoid(pop.base_logit + pop.person_sd * nodes[None, :] - d[:, None]) @ weights
+        guess = p1 + (1 - p1) * (1 - pop.idk_share)
+        pi_target = p1 / guess
+        pi_confuser = (1 - p1) * (1 - pop.idk_share) * pop.confuser_share / guess
+        s = _sigmoid(pop.model_logit - pop.model_coupling * d)
+        c = 1 / pop.n_classes + (1 - 1 / pop.n_classes) * s
+        rest = (1 - c) / (pop.n_classes - 1)
+        right = -(pi_target * np.log(c) + (1 - pi_target) * np.log(rest))
+        wrong = -(pi_confuser * np.log(c) + (1 - pi_confuser) * np.log(rest))
+        per_class.append(float(weights @ (s * right + (1 - s) * wrong)))
+    return float(np.mean(per_class))
 
 
-def _k_per_item(rng, n_participants: int, n_items: int, k: int) -> np.ndarray:
-    """Each item gets k different participants, always among the least loaded (ties broken at random)."""
-    mask = np.zeros((n_participants, n_items), dtype=bool)
-    load = np.zeros(n_participants)
-    for item in rng.permutation(n_items):
-        chosen = np.lexsort((rng.random(n_participants), load))[:k]
-        mask[chosen, item] = True
-        load[chosen] += 1
-    return mask
+def model_selective_accuracy_truth(population: Population, coverage: float) -> float:
+    """The simulated model's population accuracy on the share ``coverage`` of items it is most confident of.
+
+    Its confidence rises with s = P(right | item) = sigmoid(model_logit - model_coupling d), so keeping the top
+    ``coverage`` of items keeps those with s above its (1 - coverage) quantile: E[s | kept], by quadrature over
+    each class's item difficulties (classes weighted equally, as the simulator draws them).
+    """
+    nodes, weights = np.polynomial.hermite_e.hermegauss(200)
+    weights = weights / weights.sum() / population.n_classes
+    d = (population.class_difficulty[:, None] + population.item_sd * nodes[None, :]).ravel()
+    s = _sigmoid(population.model_logit - population.model_coupling * d)
+    w = np.tile(weights, population.n_classes)
+    order = np.argsort(-s)
+    s, w = s[order], w[order]
+    cumulative = np.cumsum(w)
+    j = int(np.searchsorted(cumulative, coverage))
+    kept = np.r_[w[:j], coverage - (cumulative[j - 1] if j else 0.0)]
+    return float((s[: j + 1] * kept).sum() / coverage)
 
 
 # --------------------------------------------------------------------------- known consistency values

@@ -15,9 +15,21 @@ from pathlib import Path
 import pandas as pd
 
 from . import figures as _fig
+from . import figures_beyond as _fig_beyond
+from .abstention import risk_coverage
+from .alignment import alignment, soft_labels, weighted_spearman
+from .combination import combination
 from .export import ReportExportError, export_figures, find_browser
 from .html import render_html
+from .live import live_precision
 from .metrics import AVERAGES, Encoded, confusion, encode, item_table, per_class, table2
+from .planning import ConditionPlan, StudyDesign, paper_conditions, plan_halfwidths, plan_study
+from .probabilities import (
+    PROBABILITY_TABLE_COLUMNS,
+    ModelProbabilities,
+    read_probabilities_csv,
+    validate_probabilities,
+)
 from .replication import PAPER_TABLE2, prompts_table, read_reference, reference_for, replication_table
 from .stats import (
     RESAMPLE_UNITS,
@@ -63,6 +75,8 @@ class ReportOptions:
     seed: int | None = 0
     static: bool = True
     reference: str | None = None  # a published Table 2 (table2.csv shape); None: the paper's for meta benchmark
+    beyond_paper: bool = True  # risk-coverage, soft labels and alignment, people + model combination
+    combination_folds: int = 5
 
     def check(self) -> None:
         if self.average not in AVERAGES:
@@ -71,6 +85,8 @@ class ReportOptions:
             raise ReportInputError(f"unknown resample unit {self.resample!r} (use one of: {', '.join(RESAMPLE_UNITS)})")
         if int(self.bootstrap) < 0:
             raise ReportInputError("--bootstrap must be >= 0")
+        if int(self.combination_folds) < 2:
+            raise ReportInputError("--combination-folds must be >= 2")
 
 
 @dataclass
@@ -86,11 +102,14 @@ class ReportResult:
 
 
 def compute_tables(trials: pd.DataFrame, *, options: ReportOptions = ReportOptions(),
-                   meta: Mapping | None = None) -> tuple[dict, dict]:
+                   meta: Mapping | None = None, probabilities: pd.DataFrame | None = None) -> tuple[dict, dict]:
     """All report tables (name → DataFrame) and the header counts, without figures or files.
 
     ``replication`` is there when a reference table applies (options.reference, or the paper's Table 2
-    when meta["benchmark"] is "oxford-pets"); ``prompts`` when meta lists them.
+    when meta["benchmark"] is "oxford-pets"); ``prompts`` when meta lists them. ``probabilities``: the
+    optional long table of the models' probability vectors (subject, condition, item, class, p), checked
+    against the trials; the beyond-the-paper tables (risk_coverage, risk_coverage_curve, soft_labels,
+    alignment, combination) are there unless options.beyond_paper is False.
     """
     options.check()
     meta = meta or {}
@@ -100,6 +119,7 @@ def compute_tables(trials: pd.DataFrame, *, options: ReportOptions = ReportOptio
                                 include_attention_failed=options.include_attention_failed)
     kept.attrs[PREPARED_ATTR] = True
     enc = encode(kept)
+    vectors = validate_probabilities(probabilities, enc)
     classes = per_class(enc)
     cal_summary, cal_bins = calibration(enc)
     boot = bootstrap(enc, average=options.average, n_resamples=int(options.bootstrap), resample=options.resample,
@@ -119,12 +139,30 @@ def compute_tables(trials: pd.DataFrame, *, options: ReportOptions = ReportOptio
         "calibration_bins": cal_bins,
         "confusion": confusion(enc),
     }
+    if options.beyond_paper:
+        tables.update(beyond_paper_tables(enc, vectors, options=options))
     if reference is not None:
         tables["replication"] = replication_table(reference, tables["table2_ci"])
     prompts = prompts_table(meta)
     if not prompts.empty:
         tables["prompts"] = prompts
-    return tables, _counts(validated, kept)
+    counts = _counts(validated, kept)
+    counts["n_probability_vectors"] = sum(len(items) for items, _ in vectors.vectors.values())
+    return tables, counts
+
+
+def beyond_paper_tables(enc: Encoded, vectors: ModelProbabilities, *, options: ReportOptions) -> dict:
+    """Risk-coverage, soft labels and alignment, and the people + model combination (docs/reports.md)."""
+    n, seed = int(options.bootstrap), options.seed
+    summary, curve = risk_coverage(enc, probabilities=vectors, average=options.average, n_resamples=n, seed=seed)
+    return {
+        "risk_coverage": summary,
+        "risk_coverage_curve": curve,
+        "soft_labels": soft_labels(enc),
+        "alignment": alignment(enc, probabilities=vectors, n_resamples=n, seed=seed),
+        "combination": combination(enc, probabilities=vectors, average=options.average,
+                                   folds=int(options.combination_folds), n_resamples=n, seed=seed),
+    }
 
 
 def make_figures(tables: Mapping[str, pd.DataFrame]) -> dict[str, object]:
@@ -134,6 +172,15 @@ def make_figures(tables: Mapping[str, pd.DataFrame]) -> dict[str, object]:
         figs["per_class"] = _fig.per_class_figure(tables["per_class_ranking"])
     if not tables["consistency"].empty:
         figs["consistency"] = _fig.consistency_figure(tables["consistency"])
+    if not tables.get("risk_coverage_curve", pd.DataFrame()).empty or not tables.get("risk_coverage",
+                                                                                    pd.DataFrame()).empty:
+        figs["risk_coverage"] = _fig_beyond.risk_coverage_figure(tables["risk_coverage_curve"], tables["risk_coverage"])
+    if not tables.get("alignment", pd.DataFrame()).empty:
+        aligned = _fig_beyond.alignment_figure(tables["per_class"], tables["alignment"])
+        if aligned is not None:
+            figs["alignment"] = aligned
+    if not tables.get("combination", pd.DataFrame()).empty:
+        figs["combination"] = _fig_beyond.combination_figure(tables["combination"])
     if not tables["response_times"].empty:
         figs["response_times"] = _fig.rt_figure(tables["response_times"])
     if not tables["calibration_bins"].empty:
@@ -143,9 +190,9 @@ def make_figures(tables: Mapping[str, pd.DataFrame]) -> dict[str, object]:
 
 
 def compute_report(trials: pd.DataFrame, *, meta: Mapping | None = None,
-                   options: ReportOptions = ReportOptions()) -> ReportResult:
+                   options: ReportOptions = ReportOptions(), probabilities: pd.DataFrame | None = None) -> ReportResult:
     """Tables, figures and the HTML page in memory; nothing is written."""
-    tables, counts = compute_tables(trials, options=options, meta=meta)
+    tables, counts = compute_tables(trials, options=options, meta=meta, probabilities=probabilities)
     figs = make_figures(tables)
     page = render_html(meta=dict(meta or {}), counts=counts, options=asdict(options), tables=tables, figures=figs)
     return ReportResult(tables=tables, figures=figs, counts=counts, html=page)
@@ -157,6 +204,11 @@ CSV_FILES = {
     "table2_ci": "table2_ci.csv",
     "differences": "differences.csv",
     "consistency": "consistency.csv",
+    "risk_coverage": "risk_coverage.csv",
+    "risk_coverage_curve": "risk_coverage_curve.csv",
+    "soft_labels": "soft_labels.csv",
+    "alignment": "alignment.csv",
+    "combination": "combination.csv",
     "replication": "replication.csv",
     "prompts": "prompts.csv",
     "per_class": "per_class.csv",
@@ -172,7 +224,7 @@ CSV_FILES = {
 
 
 def build_report(trials: pd.DataFrame, *, out_dir: str | Path, meta: Mapping | None = None,
-                 options: ReportOptions = ReportOptions()) -> ReportResult:
+                 options: ReportOptions = ReportOptions(), probabilities: pd.DataFrame | None = None) -> ReportResult:
     """Compute the report and write it to ``out_dir`` (CSVs, report.html, figures/ unless options.static is False).
 
     All or nothing: files are assembled in a temporary folder and moved into ``out_dir``
@@ -180,14 +232,14 @@ def build_report(trials: pd.DataFrame, *, out_dir: str | Path, meta: Mapping | N
     """
     if options.static:
         find_browser()  # fail before any work if the static export cannot happen
-    result = compute_report(trials, meta=meta, options=options)
+    result = compute_report(trials, meta=meta, options=options, probabilities=probabilities)
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="report-") as tmp:
         staging = Path(tmp)
         names = []
         for key, filename in CSV_FILES.items():
             if key not in result.tables:
-                continue  # optional tables: replication (a reference applies), prompts (META lists them)
+                continue  # optional: replication (a reference applies), prompts (META lists them), beyond the paper
             table = result.tables[key]
             table.drop(columns=[c for c in table.columns if c.startswith("_")]).to_csv(staging / filename,
                                                                                       index=False)
@@ -223,6 +275,22 @@ def _counts(validated: pd.DataFrame, kept: pd.DataFrame) -> dict[str, int]:
 
 __all__ = [
     "CONDITIONS",
+    "PROBABILITY_TABLE_COLUMNS",
+    "ConditionPlan",
+    "ModelProbabilities",
+    "StudyDesign",
+    "alignment",
+    "beyond_paper_tables",
+    "combination",
+    "live_precision",
+    "paper_conditions",
+    "plan_halfwidths",
+    "plan_study",
+    "read_probabilities_csv",
+    "risk_coverage",
+    "soft_labels",
+    "validate_probabilities",
+    "weighted_spearman",
     "PAPER_TABLE2",
     "IDK",
     "KINDS",

@@ -11,7 +11,14 @@ import json
 import sys
 from pathlib import Path
 
-from . import ReportExportError, ReportInputError, ReportOptions, build_report, read_trials_csv
+from . import (
+    ReportExportError,
+    ReportInputError,
+    ReportOptions,
+    build_report,
+    read_probabilities_csv,
+    read_trials_csv,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,6 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reference", type=Path, metavar="FILE",
                         help="a published Table 2 in the shape of table2.csv, set beside ours (replication.csv); "
                              "default: the CLIP paper's Table 2 when META's benchmark is oxford-pets")
+    parser.add_argument("--probabilities", type=Path, metavar="FILE",
+                        help="the models' probability vectors, a long CSV (subject, condition, item, class, p): "
+                             "cross-entropy/KL against the soft labels, and the people + model combination")
+    parser.add_argument("--no-beyond-paper", action="store_true",
+                        help="skip risk-coverage, soft labels/alignment and the people + model combination")
+    parser.add_argument("--combination-folds", type=int, default=5, metavar="K",
+                        help="cross-validation folds over items for the people + model combination (default 5)")
     parser.add_argument("--no-static", action="store_true", help="skip the PNG/PDF figure export")
     return parser.parse_args(argv)
 
@@ -57,11 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     options = ReportOptions(average=args.average, include_simulated=args.include_simulated,
                             include_attention_failed=args.include_attention_failed, bootstrap=args.bootstrap,
                             resample=args.resample, seed=args.seed, static=not args.no_static,
-                            reference=str(args.reference) if args.reference else None)
+                            reference=str(args.reference) if args.reference else None,
+                            beyond_paper=not args.no_beyond_paper, combination_folds=args.combination_folds)
     try:
         meta = read_meta(args.meta)
         trials = read_trials_csv(args.trials)
-        result = build_report(trials, out_dir=args.out, meta=meta, options=options)
+        probabilities = read_probabilities_csv(args.probabilities) if args.probabilities else None
+        result = build_report(trials, out_dir=args.out, meta=meta, options=options, probabilities=probabilities)
     except ReportInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

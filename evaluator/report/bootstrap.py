@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .crossed import CrossedSums
 from .metrics import GROUP_KEYS, METRICS, Encoded, _check_average, class_rates, encode, item_table, summarise
 from .trials import CONDITIONS, ReportInputError
 
@@ -42,7 +43,6 @@ CI_COLUMNS = (*GROUP_KEYS, "metric", "estimate", "ci_low", "ci_high", "n_resampl
 DIFFERENCE_COLUMNS = ("comparison", "subject", "condition", "versus_subject", "versus_condition", "metric",
                       "estimate", "ci_low", "ci_high", "n_resamples", "resample")
 _CHUNK_CELLS = 4_000_000  # resamples x units per vectorised block: bounds memory at ~32 MB per array
-_DENSE_CELLS = 40_000_000  # participants x items of one row above which W @ A becomes a gather
 
 
 def _enc(trials) -> Encoded:
@@ -67,12 +67,20 @@ class Bootstrap:
 
 
 def bootstrap(trials, *, average: str = "macro", n_resamples: int = 1000, resample: str = "two-way",
-              seed: int | None = 0, level: float = 0.95) -> Bootstrap:
-    """Resample the whole study ``n_resamples`` times and keep every row's values (see the module doc)."""
+              seed: int | None = 0, level: float = 0.95, participant_draws: int | None = None,
+              class_items: np.ndarray | None = None) -> Bootstrap:
+    """Resample the whole study ``n_resamples`` times and keep every row's values (see the module doc).
+
+    Projection (the study planner's live estimate; two-way and items units): ``participant_draws`` draws that
+    many participants instead of as many as there are, ``class_items`` (per class code) draws m_c - 1 items of a
+    class instead of n_c - 1 (an m-out-of-n bootstrap: the spread a study of that size would have).
+    """
     _check_average(average)
     check_resample(resample)
     if n_resamples < 0:
         raise ReportInputError("the number of bootstrap resamples must be >= 0")
+    if resample == "participants" and (participant_draws is not None or class_items is not None):
+        raise ReportInputError("projections need the two-way or items unit")
     enc = _enc(trials)
     items = item_table(enc)
     point = summarise(items, enc.groups, average=average)
@@ -84,12 +92,12 @@ def bootstrap(trials, *, average: str = "macro", n_resamples: int = 1000, resamp
                 else np.full((0, len(METRICS)), np.nan)
     else:
         rows = {code: RowLayout(enc, items, code) for code in point.index}
-        sampler = WeightSampler(enc)
+        sampler = WeightSampler(enc, class_items=class_items)
         parts: dict[int, list[np.ndarray]] = {code: [] for code in rows}
         width = max(len(enc.items), len(enc.subjects), max((r.width for r in rows.values()), default=1))
         for b in _chunks(n_resamples, width):
             v = sampler.items(rng, b)
-            w = sampler.participants(rng, b) if resample == "two-way" else None
+            w = sampler.participants(rng, b, n_draws=participant_draws) if resample == "two-way" else None
             for code, row in rows.items():
                 parts[code].append(row.stats(v, w if row.is_human else None, average=average))
         for code in rows:
@@ -168,14 +176,16 @@ def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]
 class WeightSampler:
     """Draws item weights (within each class) and human participant weights for the whole trial table."""
 
-    def __init__(self, enc: Encoded):
+    def __init__(self, enc: Encoded, *, class_items: np.ndarray | None = None):
+        """``class_items`` (per class code): project to that many items a class (m_c - 1 draws from the n_c present)."""
         order = np.argsort(enc.item_class, kind="stable")
         cls = enc.item_class[order]
         starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]]) if len(cls) else np.zeros(0, int)
         sizes = np.diff(np.r_[starts, len(cls)])
         # Rao & Wu (1988): n_c - 1 draws per class, so that the resampled class mean has the unbiased
         # variance s^2 / n_c instead of (n_c - 1) / n_c of it (10 items a class undercover otherwise).
-        draws = np.maximum(sizes - 1, 1)
+        planned = sizes if class_items is None else np.maximum(np.asarray(class_items)[cls[starts]], sizes)
+        draws = np.maximum(planned - 1, 1)
         self._order = order
         self._slot_start = np.repeat(starts, draws)
         self._slot_size = np.repeat(sizes, draws)
@@ -191,12 +201,15 @@ class WeightSampler:
         flat = (np.arange(b)[:, None] * self.n_items + self._order[pick]).ravel()
         return np.bincount(flat, minlength=b * self.n_items).reshape(b, self.n_items).astype(float)
 
-    def participants(self, rng: np.random.Generator, b: int) -> np.ndarray:
-        """resamples x subjects: multinomial draw counts of the human subjects (models keep weight 1)."""
+    def participants(self, rng: np.random.Generator, b: int, *, n_draws: int | None = None) -> np.ndarray:
+        """resamples x subjects: multinomial draw counts of the human subjects (models keep weight 1).
+
+        ``n_draws`` (default: the number of humans) projects to a study of that many participants.
+        """
         w = np.ones((b, self.n_subjects))
         if len(self.humans):
-            w[:, self.humans] = rng.multinomial(len(self.humans), np.full(len(self.humans), 1 / len(self.humans)),
-                                                size=b)
+            n = len(self.humans) if n_draws is None else int(n_draws)
+            w[:, self.humans] = rng.multinomial(n, np.full(len(self.humans), 1 / len(self.humans)), size=b)
         return w
 
 
@@ -204,63 +217,21 @@ class RowLayout:
     """One Table 2 row (group) arranged for :meth:`stats` on global weights (see the module formulas)."""
 
     def __init__(self, enc: Encoded, items: pd.DataFrame, code: int):
-        part = items[items["_group"] == code].sort_values("_class", kind="stable")
+        part = items[items["_group"] == code]
         self.is_human = enc.groups.loc[code, "subject_kind"] == "human"
-        self.item_codes = enc.items.get_indexer(part["item"].to_numpy())
-        cls = part["_class"].to_numpy()
-        self.class_starts = np.flatnonzero(np.r_[True, cls[1:] != cls[:-1]])
-        self.k = part["n_answers"].to_numpy(dtype=float)
-        self.correct = part["n_correct"].to_numpy(dtype=float)
-        self.guesses = part["n_guesses"].to_numpy(dtype=float)
-        self.mv_full = part["mv_full"].to_numpy(dtype=float)
-        self.mv_guess = part["mv_guess"].to_numpy(dtype=float)
         mask = enc.group == code
-        local = np.full(len(enc.items), -1, dtype=np.int64)
-        local[self.item_codes] = np.arange(len(self.item_codes))
-        self.subject_codes, person = np.unique(enc.subject[mask], return_inverse=True)
-        item = local[enc.item[mask]]
-        self.cells = len(self.subject_codes) * len(self.item_codes)
-        self.width = len(self.item_codes) if self.cells <= _DENSE_CELLS else int(mask.sum())
-        if self.cells <= _DENSE_CELLS:
-            shape = (len(self.subject_codes), len(self.item_codes))
-            self._a = np.zeros(shape, dtype=np.float32)
-            self._c = np.zeros(shape, dtype=np.float32)
-            self._g = np.zeros(shape, dtype=np.float32)
-            self._a[person, item] = 1.0
-            self._c[person, item] = enc.correct[mask]
-            self._g[person, item] = enc.guess[mask]
-        else:  # answers sorted by item: per-item sums of W are segment sums of a gather
-            order = np.argsort(item, kind="stable")
-            self._person, item_sorted = person[order], item[order]
-            self._starts = np.flatnonzero(np.r_[True, item_sorted[1:] != item_sorted[:-1]])
-            self._right = enc.correct[mask][order].astype(float)
-            self._guess = enc.guess[mask][order].astype(float)
+        self.sums = CrossedSums(
+            n_items=len(enc.items), item_codes=enc.items.get_indexer(part["item"].to_numpy()),
+            item_class=part["_class"].to_numpy(), subject=enc.subject[mask], item=enc.item[mask],
+            answer_values={"right": enc.correct[mask], "guess": enc.guess[mask]},
+            item_values={"mv_full": part["mv_full"].to_numpy(), "mv_guess": part["mv_guess"].to_numpy()})
+        self.width = self.sums.width
 
     def stats(self, v: np.ndarray, w: np.ndarray | None, *, average: str) -> np.ndarray:
         """resamples x 4 Table 2 fractions for global item weights ``v`` and subject weights ``w`` (None: all 1)."""
-        v = v[:, self.item_codes]
-        if w is None:
-            wa, wc, wg, u = self.k, self.correct, self.guesses, 1.0
-        else:
-            wa, wc, wg = self._person_sums(w[:, self.subject_codes])
-            with np.errstate(invalid="ignore", divide="ignore"):
-                u = wa / self.k  # mean participant weight of the item's answerers
-
-        def per_class(x):
-            return np.add.reduceat(np.broadcast_to(x, v.shape), self.class_starts, axis=1)
-
-        vu = v * u
-        return _combine_classes(per_class(vu), per_class(v * wa), per_class(v * wc), per_class(v * wg),
-                                per_class(vu * self.mv_full), per_class(vu * self.mv_guess), average=average)
-
-    def _person_sums(self, w: np.ndarray):
-        if self.cells <= _DENSE_CELLS:
-            w32 = w.astype(np.float32)
-            return ((w32 @ self._a).astype(float), (w32 @ self._c).astype(float), (w32 @ self._g).astype(float))
-        gathered = w[:, self._person]
-        return (np.add.reduceat(gathered, self._starts, axis=1),
-                np.add.reduceat(gathered * self._right, self._starts, axis=1),
-                np.add.reduceat(gathered * self._guess, self._starts, axis=1))
+        s = self.sums.sums(v, w)
+        return _combine_classes(s["items"], s["answered"], s["right"], s["guess"], s["mv_full"], s["mv_guess"],
+                                average=average)
 
 
 # --------------------------------------------------------------------------- participants only (votes recomputed)

@@ -16,77 +16,18 @@ import pandas as pd
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from .definitions import DEFINITIONS
 from .figures import METRIC_LABELS
 from .metrics import METRICS
 from .sections import (
+    alignment_table_html,
+    combination_table_html,
     consistency_section_table,
     differences_table_html,
     prompts_section,
     replication_section,
+    risk_coverage_table_html,
     structured_prompts,
-)
-
-DEFINITIONS = (
-    ("Averaging",
-     "Default: mean per-class accuracy (Parkhi et al. 2012; the paper's metric). Each metric is computed per "
-     "class (the items' true class) and the classes are averaged with equal weight. With --average micro every "
-     "metric is a plain mean over answers (accuracies) or items (majority votes)."),
-    ("Accuracy",
-     "Over all answers; an 'idk' (I don't know) answer counts as wrong. Per class: correct answers / answers "
-     "to that class's items (answer-level mean within the class)."),
-    ("Accuracy on guesses",
-     "Over the answers other than 'idk'. Per class: correct / non-idk answers; a class with no guesses is left "
-     "out of the mean over classes."),
-    ("Majority vote, full dataset",
-     "Per item, the unique most frequent answer among all its answers, 'idk' included. A tie for the top, or "
-     "an 'idk' majority, counts as wrong. Per class: the share of its items whose vote is right."),
-    ("Majority vote on guesses",
-     "The same after dropping the 'idk' answers; an item with no guesses, or a tie, counts as wrong."),
-    ("Models",
-     "A model gives one answer per item, so its four values coincide unless it abstains ('idk'). Each model "
-     "run is scored in the condition it is listed under."),
-    ("Humans",
-     "All human participants of a condition are pooled into one row. Simulated and attention-failed "
-     "participants are excluded unless the report was asked to include them (see the header)."),
-    ("95% CI",
-     "Percentile bootstrap (2.5 and 97.5 % of the resampled values). Default (two-way): participants and items "
-     "are both drawn with replacement (items within each class, so every class keeps its number of items); "
-     "an answer weighs W_p·V_i (participant and item draw counts); a majority vote keeps each item's outcome "
-     "and weighs it V_i times the mean W of its answerers. Model rows resample items. With --resample items, "
-     "items only; with --resample participants, participants only, votes recomputed (a model row then has no "
-     "spread)."),
-    ("Paired differences",
-     "Human minus each model of the same condition, and each row's gain from an earlier to a later condition, "
-     "in percentage points; the CI is taken over the differences within each resample (the same draws for both "
-     "rows)."),
-    ("McNemar",
-     "Human majority vote (full dataset) against each model in the same condition, on the items both have; "
-     "exact two-sided binomial test on the discordant items (p = min(1, 2·P[X ≤ min(b, c)]), X ~ Bin(b + c, ½))."),
-    ("Fleiss' kappa",
-     "Agreement among humans per condition; the categories are the answers, 'idk' included. Generalised for "
-     "unequal numbers of raters: per-item agreement P_i = Σ n_ij(n_ij−1) / (n_i(n_i−1)) over items with at "
-     "least two answers, P̄ their unweighted mean, P_e = Σ p_j² with p_j the category shares; "
-     "κ = (P̄ − P_e)/(1 − P_e). With equal raters this is Fleiss (1971)."),
-    ("Error consistency",
-     "Geirhos et al. (2020)'s κ = (c_obs − c_exp)/(1 − c_exp), c_exp = p_a·p_b + (1−p_a)(1−p_b), in a form that "
-     "holds when people share few items: p = each subject's accuracy over all of their answers in the "
-     "condition, c_obs over a pair's common items, and pairs weighted by their number of common items "
-     "(EC = Σ n_ab·κ_ab / Σ n_ab). With everyone answering every item this is the plain mean of per-pair κ "
-     "(model-vs-human's definition). human-human: all pairs of participants; human-model: each participant "
-     "against that model; noise ceiling: each participant against the majority of the other answers to the "
-     "same items (ties and an 'idk' majority count as wrong). Two conventions: 'idk' counted as an error, and "
-     "'idk' answers dropped. CIs: two-way bootstrap of participants and items. Pairs with undefined κ "
-     "(c_exp = 1) are left out."),
-    ("Know what they don't know",
-     "The zero-shot → one-shot gain in plain accuracy, split by the zero-shot 'idk' answers. Within-subject "
-     "(someone answered an item in both): per participant-item pair, by that participant's own zero-shot idk. "
-     "Otherwise per item, split by a majority (> ½) of idk answers and by any idk answer."),
-    ("Calibration",
-     "Expected calibration error over 15 equal-width bins of the model's probability of its answer "
-     "(p_response): Σ_b (n_b / N)·|accuracy_b − mean confidence_b|. 'idk' answers are skipped."),
-    ("Response times",
-     "Median and interquartile range (linear-interpolated quartiles) of rt_ms; whiskers at the most extreme "
-     "values within 1.5 IQR of the box."),
 )
 
 _CSS = """
@@ -174,6 +115,12 @@ def _header(meta: Mapping, counts: Mapping, options: Mapping) -> str:
     rows.append(("Participants", esc(
         f"{counts['n_participants']} human participant(s), {counts['n_human_answers']} answers; "
         f"{counts['n_models']} model(s), {counts['n_model_answers']} answers")))
+    if "n_probability_vectors" in counts and options.get("beyond_paper", True):
+        n_vectors = counts["n_probability_vectors"]
+        rows.append(("Model probability vectors", esc(
+            f"{n_vectors} (model × condition × item)" if n_vectors else
+            "none given: no cross-entropy or KL; the people + model combination uses each model answer with its "
+            "p_response")))
     rows.append(("Excluded by this report", esc(_exclusion_text(counts, options))))
     rows.append(("Averaging", esc("mean per-class accuracy (macro)" if options.get("average") == "macro"
                                   else "plain accuracy over answers / items (micro)")))
@@ -246,6 +193,17 @@ _SECTIONS = (
      "κ per condition; 'noise-ceiling' sets each person against the majority of the other answers to the same "
      "items: a model as consistent with people as people are with their crowd would reach it."),
     ("Paired differences (percentage points)", "differences", (), None),
+    ("\"I don't know\" as abstention: risk-coverage", "risk_coverage", ("risk_coverage",),
+     "The model keeps the items on which its top probability is above a threshold; people keep the items they "
+     "do not answer idk. At the same coverage, who is more accurate on what they keep? Curve points in "
+     "risk_coverage_curve.csv."),
+    ("Soft labels and difficulty alignment", "alignment", ("alignment",),
+     "Human answer distributions per item and condition are in soft_labels.csv. Cross-entropy and KL in nats "
+     "(lower: the model's probabilities closer to the people's answers); ρ: do the items and classes people "
+     "find hard get a low probability of the true class from the model?"),
+    ("People and model together", "combination", ("combination",),
+     "The model's probabilities and the human answers combined through a confusion model fitted on the other "
+     "folds' items; all methods on the same items."),
     ("McNemar: human majority vote vs model", "mcnemar", (), None),
     ("Agreement among humans (Fleiss' kappa)", "fleiss", (), None),
     ("Know what they don't know", "idk_gain", (), "Gains in percentage points of plain accuracy."),
@@ -277,7 +235,9 @@ def _sections(tables: Mapping[str, pd.DataFrame], figures: Mapping[str, object])
     return "\n".join(out)
 
 
-_CUSTOM_TABLES = {"consistency": consistency_section_table, "differences": differences_table_html}
+_CUSTOM_TABLES = {"consistency": consistency_section_table, "differences": differences_table_html,
+                  "risk_coverage": risk_coverage_table_html, "alignment": alignment_table_html,
+                  "combination": combination_table_html}
 
 
 def table_html(table: pd.DataFrame) -> str:

@@ -113,3 +113,81 @@ def structured_prompts(meta: Mapping) -> bool:
     """meta["prompts"] in the study side's form (a list of {model, class, prompts}) rather than plain text."""
     value = meta.get("prompts")
     return isinstance(value, list) and any(isinstance(v, Mapping) for v in value)
+
+
+def risk_coverage_table_html(table: pd.DataFrame) -> str:
+    """Per condition: the humans' point with CIs and, per model, its accuracy at that coverage and the difference."""
+    if table is None or table.empty:
+        return ""
+    cells = table.set_index(["condition", "subject", "quantity"])
+
+    def cell(condition, subject, quantity, fmt=pct):
+        try:
+            r = cells.loc[(condition, subject, quantity)]
+        except KeyError:
+            return "–"
+        return f"{fmt(r['estimate'])}{_ci(r['ci_low'], r['ci_high'], fmt)}"
+
+    head = ("<tr><th class='text'>condition</th><th>humans: coverage [95% CI]</th>"
+            "<th>humans: accuracy on guesses</th><th class='text'>model</th><th>model accuracy at the humans' coverage</th>"
+            "<th>model − humans (pp)</th><th>model's confidence threshold there</th></tr>")
+    body = []
+    for condition in dict.fromkeys(table["condition"]):
+        human = (f"<td class='text'>{esc(condition)}</td><td>{cell(condition, 'humans', 'human_coverage')}</td>"
+                 f"<td>{cell(condition, 'humans', 'human_accuracy_on_guesses')}</td>")
+        models = [s for s in dict.fromkeys(table.loc[table["condition"] == condition, "subject"]) if s != "humans"]
+        if not models:
+            body.append(f"<tr>{human}<td class='text'>–</td><td>–</td><td>–</td><td>–</td></tr>")
+        for model in models:
+            body.append(f"<tr>{human}<td class='text'>{esc(model)}</td>"
+                        f"<td>{cell(condition, model, 'model_accuracy_at_human_coverage')}</td>"
+                        f"<td>{cell(condition, model, 'model_minus_humans')}</td>"
+                        f"<td>{cell(condition, model, 'model_threshold_at_human_coverage', _three)}</td></tr>")
+    return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def alignment_table_html(table: pd.DataFrame) -> str:
+    """Per human condition and model row: cross-entropy, KL, human entropy (nats) and both Spearman's rho, with CIs."""
+    if table is None or table.empty:
+        return ""
+    quantities = [("cross_entropy", "cross-entropy H(h, m)"), ("kl_divergence", "KL(h‖m)"),
+                  ("human_entropy", "human entropy H(h)"), ("spearman_items", "ρ over items"),
+                  ("spearman_classes", "ρ over classes")]
+    head = ("<tr><th class='text'>humans</th><th class='text'>model</th>"
+            + "".join(f"<th>{esc(label)} [95% CI]</th>" for _, label in quantities) + "</tr>")
+    body = []
+    for (condition, model, model_condition), part in table.groupby(["condition", "model", "model_condition"],
+                                                                   sort=False):
+        found = part.set_index("quantity")
+        cells = ""
+        for quantity, _ in quantities:
+            if quantity not in found.index:
+                cells += "<td>–</td>"
+                continue
+            r = found.loc[quantity]
+            cells += f"<td>{_three(r['estimate'])}{_ci(r['ci_low'], r['ci_high'], _three)}</td>"
+        body.append(f"<tr><td class='text'>{esc(condition)}</td><td class='text'>{esc(model)}, {esc(model_condition)}</td>"
+                    f"{cells}</tr>")
+    return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def combination_table_html(table: pd.DataFrame) -> str:
+    """Per condition and model: each method's accuracy and the paired differences, with CIs."""
+    if table is None or table.empty:
+        return ""
+    head = ("<tr><th class='text'>condition</th><th class='text'>model</th><th class='text'>accuracy of</th>"
+            "<th>percent [95% CI]</th></tr>")
+    body = []
+    for row in table.itertuples(index=False):
+        what = row.method if not row.versus else f"{row.method} − {row.versus} (pp)"
+        body.append(f"<tr><td class='text'>{esc(row.condition)}</td><td class='text'>{esc(row.model)}</td>"
+                    f"<td class='text'>{esc(what)}</td><td>{pct(row.estimate)}{_ci(row.ci_low, row.ci_high, pct)}</td></tr>")
+    first = table.iloc[0]
+    note = (f"<p class='note'>{int(first['folds'])} folds over items; model input: {esc(first['model_input'])}; "
+            f"{int(first['n_items'])} items, {int(first['n_answers'])} human answers (first row).</p>")
+    return f"{note}<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _three(value) -> str:
+    value = float(value)
+    return "–" if math.isnan(value) else f"{value:.3f}"
