@@ -3,6 +3,7 @@
 import uuid
 
 from django.db.models import Count, Q
+from django.utils import timezone
 
 from studyapp.models import Assignment, Study
 
@@ -22,6 +23,7 @@ def study_get_by_code(*, code: str) -> Study:
 def study_progress(*, study: Study) -> list[dict]:
     """Per condition: items, answers, items that reached k answers."""
     out = []
+    now = timezone.now()
     n_items = study.study_items.count()
     for condition in study.conditions.all():
         per_item = (
@@ -36,8 +38,9 @@ def study_progress(*, study: Study) -> list[dict]:
                 "items": n_items,
                 "responses": sum(counts),
                 "items_complete": sum(1 for n in counts if n >= study.k_per_item),
+                # A lapsed reservation is a free place even before a sweep marks it expired.
                 "live_reservations": Assignment.objects.filter(
-                    Q(condition=condition) & Q(status=Assignment.Status.RESERVED)
+                    Q(condition=condition) & Q(status=Assignment.Status.RESERVED) & Q(expires_at__gte=now)
                 ).count(),
             }
         )
