@@ -51,10 +51,25 @@ def _within_import_roots(raw: str) -> str:
 
 
 class ClassLabelInline(admin.TabularInline):
+    """Names and prompt names are editable while every study of the dataset is a draft; the index never is
+    (it is the column of every model's probabilities)."""
+
     model = ClassLabel
     fields = ["index", "name", "prompt_name"]
     extra = 0
     ordering = ["index"]
+
+    def _frozen(self, obj) -> bool:
+        return obj is not None and obj.studies.exclude(status=Study.Status.DRAFT).exists()
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields if self._frozen(obj) else ["index"]
+
+    def has_add_permission(self, request, obj=None):
+        return obj is None or not obj.studies.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return obj is None or not obj.studies.exists()
 
 
 @admin.register(Dataset)
