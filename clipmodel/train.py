@@ -306,9 +306,11 @@ def train(args: argparse.Namespace) -> Path:
     optimizer = make_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
     history: list[dict[str, Any]] = []
     epoch, step_in_epoch = 0, 0
+    losses: list[float] = []  # this epoch's so far: a resumed epoch's mean loss covers all of its steps
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         history, epoch, step_in_epoch = state["history"], state["epoch"], state["step_in_epoch"]
+        losses = list(state.get("epoch_losses", []))
         print(f"resumed from {resume} at epoch {epoch} step {step_in_epoch}", flush=True)
 
     trained_sha256 = digests_to_tensor(set(pairs.sha256))
@@ -327,12 +329,13 @@ def train(args: argparse.Namespace) -> Path:
             step_in_epoch=step_in_epoch,
             train_args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             trained_sha256=trained_sha256,
+            epoch_losses=list(losses),
             **extra,
         )
 
     while epoch < args.epochs:
         model.train()
-        started, losses = time.time(), []
+        started = time.time()
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
         bar = _tqdm(
             total=steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not args.progress
@@ -377,10 +380,11 @@ def train(args: argparse.Namespace) -> Path:
             for v, vi in zip(val_sets, val_images, strict=True)
         }
         epoch, step_in_epoch = epoch + 1, 0
+        epoch_loss, losses = sum(losses) / max(1, len(losses)), []
         history.append(
             {
                 "epoch": epoch,
-                "loss": sum(losses) / max(1, len(losses)),
+                "loss": epoch_loss,
                 "seconds": time.time() - started,
                 "val_zero_shot": accuracy,
             }
