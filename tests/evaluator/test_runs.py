@@ -380,3 +380,40 @@ def test_score_study_fails_fast_when_redis_is_unreachable_and_leaves_the_run_pen
                      stderr=io.StringIO())
     run = ModelRun.objects.get(study=study)
     assert run.status == ModelRun.Status.PENDING and run.chunks.filter(status="pending").count() == 1
+
+
+def _lookup_missing_the_first_time(monkeypatch):
+    """As when two requests create the same run at once: the second looked before the first had committed."""
+    import evaluator.services as services
+
+    real, calls = services._existing_run, []
+
+    def racing(*, study, name):
+        calls.append(name)
+        return None if len(calls) == 1 else real(study=study, name=name)
+
+    monkeypatch.setattr(services, "_existing_run", racing)
+
+
+def test_two_runs_created_with_the_same_name_at_once_give_run_exists_and_not_a_database_error(tiny_checkpoint,
+                                                                                             monkeypatch):
+    study = make_study()
+    first = create_run(study, tiny_checkpoint)
+    _lookup_missing_the_first_time(monkeypatch)
+    with pytest.raises(RunExists) as exc:
+        create_run(study, tiny_checkpoint)
+    assert exc.value.run == first and ModelRun.objects.filter(study=study).count() == 1
+    assert first.chunks.count() == ScoringChunk.objects.count()  # nothing of the refused run was kept
+
+
+def test_the_admin_answers_a_concurrent_duplicate_run_with_the_run_exists_message(staff_client, tiny_checkpoint,
+                                                                                 monkeypatch):
+    study = make_study()
+    create_run(study, tiny_checkpoint, name="same name")
+    _lookup_missing_the_first_time(monkeypatch)
+    response = staff_client.post(reverse("admin:evaluator_modelrun_add"), {
+        "study": study.pk, "source": "checkpoint", "checkpoint": str(tiny_checkpoint), "conditions": ["0"],
+        "fewshot_methods": ["linear-probe"], "name": "same name", "device": "cpu",
+    })
+    assert response.status_code == 200
+    assert "study already has a run named &#x27;same name&#x27;" in response.content.decode()
