@@ -31,7 +31,7 @@ from clipmodel.loading import LoadedClip, load_clip
 from clipmodel.train import prompts_for
 from clipmodel.zeroshot import zero_shot_probs, zero_shot_weights
 
-C_GRID = (0.01, 0.0316, 0.1, 0.316, 1.0, 3.16, 10.0, 100.0)
+C_GRID = (0.01, 0.1, 0.316, 1.0, 3.16, 10.0, 31.6, 100.0, 316.0, 1000.0)
 LAMBDA_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 VAL_FRACTION = 0.05  # the house recipe's --val-fraction: what it never trains on
 
@@ -88,14 +88,15 @@ def evaluate(
     encode = encode or (lambda subset: encode_images(clip=clip, images=[i.path for i in subset]))
     classnames, templates = prompts_for(items[0].dataset, label_names(items))
     training_split = "trainval" if any(i.split == "trainval" for i in items) else "train"
-    usable = [i for i in items if i.filename not in left_out]
     if split == "val":
-        evaluated = [i for i in usable if i.split == training_split and in_holdout(i.filename, VAL_FRACTION)]
+        candidates = [i for i in items if i.split == training_split and in_holdout(i.filename, VAL_FRACTION)]
+        evaluated = [i for i in candidates if i.filename not in left_out]
         pool = evaluated
     else:
-        evaluated = [i for i in usable if i.split == split]
-        pool = [i for i in usable if i.split == training_split]
-    n_left_out = sum(1 for i in items if i.filename in left_out and i.split in (split, training_split))
+        candidates = [i for i in items if i.split in (split, training_split)]
+        evaluated = [i for i in candidates if i.split == split and i.filename not in left_out]
+        pool = [i for i in candidates if i.split == training_split and i.filename not in left_out]
+    n_left_out = sum(1 for i in candidates if i.filename in left_out)
     features, labels = encode(evaluated), torch.tensor([i.label for i in evaluated])
     weights = zero_shot_weights(clip=clip, classnames=classnames, templates=templates)
     zs = zero_shot_probs(image_features=features, text_weights=weights, logit_scale=clip.logit_scale)

@@ -10,6 +10,7 @@ from PIL import Image
 import clipmodel
 from clipmodel import evaluate as evaluate_module
 from clipmodel.data import in_holdout, read_manifest
+from clipmodel.fewshot import DEFAULT_C, DEFAULT_PRIOR_LAMBDA
 from clipmodel.loading import write_checkpoint
 from clipmodel.templates import IMAGENET_TEMPLATES
 
@@ -57,7 +58,8 @@ def test_left_out_images_are_neither_evaluated_nor_drawn_as_shots(tiny_clip, toy
     assert (result.n_evaluated, result.n_left_out) == (8, 4)
     assert not left_out & set(encoded)
     assert len(drawn) == 3 * 3 and all(d.shape == (6, 16) for d in drawn)  # 3 trials x 3 methods, 2 shots x 3 classes
-    assert set(result.few_shot[2]) == {"linear-probe C=0.316", "zero-shot-prior λ=10", "prototype"}
+    assert set(result.few_shot[2]) == {f"linear-probe C={DEFAULT_C:g}", f"zero-shot-prior λ={DEFAULT_PRIOR_LAMBDA:g}",
+                                       "prototype"}
     assert all(0.0 <= a <= 1.0 for a in result.few_shot[2].values())
 
 
@@ -103,4 +105,4 @@ def test_the_command_loads_a_checkpoint_and_prints_the_accuracies(tiny_clip, tin
                                             if i.split == "test"])
     assert "toy/test: 9 images (0 demo-study images left out)" in lines[0]
     assert lines[1] == f"zero-shot accuracy: {expected:.1%}"
-    assert lines[2].startswith("1-shot (2 trials): linear-probe C=0.316 ")
+    assert lines[2].startswith(f"1-shot (2 trials): linear-probe C={DEFAULT_C:g} ")
