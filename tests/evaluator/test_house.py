@@ -3,6 +3,7 @@ with a model that trained on its test items or shots."""
 
 import hashlib
 import io
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -175,3 +176,27 @@ def test_the_admin_refuses_a_model_trained_on_the_studys_items_unless_allowed(ad
     assert not ModelRun.objects.exists()
     response = admin_client.post(reverse("admin:evaluator_modelrun_add"), {**form, "allow_trained_items": "on"})
     assert response.status_code == 302 and ModelRun.objects.get().allow_trained_items
+
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "oxford_pets").is_dir(), reason="../shared/data is not beside this checkout")
+def test_the_demo_studies_images_are_exactly_what_the_house_model_leaves_out_without_a_database(settings):
+    """`python -m clipmodel.train --house` (no database) and `./run demo` (the demo studies in the database)
+    leave out the same images, so they are the same model: every test item and shot of both demo studies is
+    among the demo datasets' images, which is what clipmodel.demo_split names."""
+    from clipmodel.house import demo_exclusions
+    from studyapp.services.demo import demo_setup
+
+    settings.DEMO_DATA = str(SHARED_DATA)
+    demo = demo_exclusions(data_root=SHARED_DATA)
+    studies = demo_setup(data_root=SHARED_DATA)
+    for study in (studies.pets, studies.eurosat):
+        shown = Item.objects.filter(pk__in=StudyItem.objects.filter(study=study).values("item_id")) | Item.objects.filter(
+            pk__in=ShotExample.objects.filter(condition__study=study).values("item_id"))
+        assert _digests(shown) <= demo and "" not in _digests(shown)
+    assert house_exclusions() == demo
+    # And the prompts the demo's EuroSAT study is scored with are CLIP's.
+    prompts = dict(studies.eurosat.dataset.classes.values_list("name", "prompt_name"))
+    assert prompts["Sea Lake"] == "lake or sea" and prompts["Herbaceous Vegetation"] == "brushland or shrubland"
