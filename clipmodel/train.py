@@ -459,7 +459,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.exclude_sha256:
             exclude |= read_lines(args.exclude_sha256)
         print(f"leaving out {len(exclude)} images: every image of the demo studies (test items and shot pools)"
-              + (f" and those listed in {args.exclude_sha256}" if args.exclude_sha256 else ""), flush=True)
+              + (f" and those listed in {args.exclude_sha256}" if args.exclude_sha256 else "")
+              + ". Studies in a database are not known here: `manage.py house_model` leaves them out too (and "
+              "scoring refuses any model trained on a study's items).", flush=True)
         print(ensure_house_model(data_root=data_root, progress=args.progress, exclude_sha256=exclude), flush=True)
     else:
         train(args)
