@@ -137,9 +137,12 @@ def default_templates(*, study: Study) -> tuple[str, ...]:
 
 
 def study_benchmark(*, study: Study) -> str | None:
-    """"oxford-pets", "eurosat" or "cifar10" when the study's classes are that benchmark's, else None."""
+    """"oxford-pets", "eurosat" or "cifar10" when the study's classes are that benchmark's (an official Pets
+    import counts as Pets, as in default_templates), else None."""
     import clipmodel
 
+    if study.dataset.source_format == study.dataset.Format.OXFORD_PETS:
+        return "oxford-pets"
     match = clipmodel.benchmark_match(list(study.dataset.classes.values_list("name", flat=True)))
     return match.benchmark.key if match else None
 
