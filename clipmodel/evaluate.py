@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--model", default=None, help="open_clip name (with --pretrained) if no house checkpoint")
     p.add_argument("--pretrained", default=None)
-    p.add_argument("--dataset", default="eurosat")
+    p.add_argument("--dataset", nargs="+", default=["eurosat"], help="one or more shared datasets")
     p.add_argument("--split", default="test", help="test, or val: the validation slice held out of training")
     p.add_argument("--shots", type=int, nargs="*", default=[1, 2])
     p.add_argument("--trials", type=int, default=5)
@@ -146,8 +146,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     clip = load_clip(name=args.model, pretrained=args.pretrained, checkpoint=args.checkpoint, device=args.device)
     data_root = args.data_root or default_data_root()
-    items = read_manifest(data_root=data_root, dataset=args.dataset)
-    left_out = set(demo_files(data_root=data_root).get(args.dataset, []))
 
     def encode(subset):
         paths = [i.path for i in subset]
@@ -155,14 +153,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             return encode_with_cache(clip=clip, images=paths, cache=FeatureCache())
         return encode_images(clip=clip, images=paths)
 
-    started = time.time()
-    result = evaluate(clip=clip, items=items, split=args.split, shots=args.shots, trials=args.trials,
-                      sweep=args.sweep, left_out=left_out, encode=encode)
-    print(f"{clip.fingerprint}: {args.dataset}/{args.split}: {result.n_evaluated} images "
-          f"({result.n_left_out} demo-study images left out), {time.time() - started:.0f}s", flush=True)
-    print(f"zero-shot accuracy: {result.zero_shot:.1%}", flush=True)
-    for k, scores in result.few_shot.items():
-        print(f"{k}-shot ({args.trials} trials): " + ", ".join(f"{m} {a:.1%}" for m, a in scores.items()), flush=True)
+    pooled: dict[str, list[float]] = {}
+    for dataset in args.dataset:
+        started = time.time()
+        result = evaluate(clip=clip, items=read_manifest(data_root=data_root, dataset=dataset), split=args.split,
+                          shots=args.shots, trials=args.trials, sweep=args.sweep,
+                          left_out=set(demo_files(data_root=data_root).get(dataset, [])), encode=encode)
+        print(f"{clip.fingerprint}: {dataset}/{args.split}: {result.n_evaluated} images "
+              f"({result.n_left_out} demo-study images left out), {time.time() - started:.0f}s", flush=True)
+        print(f"zero-shot accuracy: {result.zero_shot:.1%}", flush=True)
+        for k, scores in result.few_shot.items():
+            print(f"{k}-shot ({args.trials} trials): " + ", ".join(f"{m} {a:.1%}" for m, a in scores.items()),
+                  flush=True)
+            for label, value in scores.items():
+                pooled.setdefault(label, []).append(value)
+    if args.sweep and pooled:
+        # The choice: per method, the value with the best mean accuracy over every dataset and shot count.
+        means = {label: sum(v) / len(v) for label, v in pooled.items()}
+        for method in ("linear-probe", "zero-shot-prior"):
+            best = max((label for label in means if label.startswith(method)), key=means.__getitem__)
+            print(f"best {method} over {', '.join(args.dataset)} x {args.shots} shots: {best} "
+                  f"(mean {means[best]:.1%})", flush=True)
     return 0
 
 
