@@ -67,7 +67,7 @@ def model_trials(*, study: Study, runs: list[ModelRun] | None = None) -> list[di
     """One row per model answer, in the shared long trial schema.
 
     Each run is one subject in the zero-shot condition and one subject per few-shot method in the one-/two-
-    shot conditions, named by ModelRun.subject (e.g. "<run> · linear probe (paper, C=0.316)").
+    shot conditions, named by ModelRun.subject (e.g. "<run> · linear probe (paper, C=3.16)").
     Default: the study's finished (done) runs. Items the model could not score (an error prediction)
     have no answer and are left out, as an unanswered trial would be for a human.
     """

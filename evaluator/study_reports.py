@@ -59,13 +59,16 @@ def _model_line(run: ModelRun) -> str:
         "linear probe (the paper's baseline: L2-normalised features, multinomial logistic regression, "
         f"C={run.fewshot_params.get(m, {}).get('C', '?')}, bias unpenalised) as \"{run.subject(m)}\""
         if m == "linear-probe" else
-        f"zero-shot prior (λ={run.fewshot_params.get(m, {}).get('lambda', '?')}, chosen on a validation split "
-        f"of the house training data) as \"{run.subject(m)}\"" if m == "zero-shot-prior" else
+        f"zero-shot prior (λ={run.fewshot_params.get(m, {}).get('lambda', '?')}) as \"{run.subject(m)}\""
+        if m == "zero-shot-prior" else
         f"{m} as \"{run.subject(m)}\""
         for m in run.fewshot_methods
     )
+    chosen = ("; C and λ were chosen on validation images no study uses (docs/clipmodel.md)"
+              if {"linear-probe", "zero-shot-prior"} & set(run.fewshot_methods) else "")
     return (f"{run.name} — fingerprint {run.fingerprint or '?'}; zero-shot: {len(run.templates)} prompt "
-            f"template(s) per class; one-/two-shot: {fewshot or 'not scored'}; device {run.device or '?'} {run.dtype}")
+            f"template(s) per class; one-/two-shot: {fewshot or 'not scored'}{chosen}; device {run.device or '?'} "
+            f"{run.dtype}")
 
 
 def study_report_compute(*, study: Study, options: ReportOptions) -> ReportResult:
