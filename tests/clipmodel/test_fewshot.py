@@ -69,8 +69,10 @@ def test_the_prior_probe_moves_from_its_prior_to_the_shots_as_its_strength_falls
 @pytest.mark.parametrize("method", clipmodel.FEW_SHOT_METHODS)
 def test_few_shot_uses_exactly_the_given_shots(method):
     shots, shot_labels, _, _, text_weights = _separable_set(shots_per_class=2)
+    # A prior strength at which this weak prior lets the shots count (the default keeps it near its prior).
+    strength = {"prior_lambda": 1.0} if method == "zero-shot-prior" else {}
     fit = lambda s, y: clipmodel.fit_few_shot(  # noqa: E731
-        method=method, shot_features=s, shot_labels=y, num_classes=NUM_CLASSES, text_weights=text_weights
+        method=method, shot_features=s, shot_labels=y, num_classes=NUM_CLASSES, text_weights=text_weights, **strength
     )
     classifier = fit(shots, shot_labels)
     assert classifier.shots_per_class.tolist() == [2] * NUM_CLASSES
