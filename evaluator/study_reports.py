@@ -56,12 +56,10 @@ def study_report_meta(*, study: Study) -> dict:
 
 def _model_line(run: ModelRun) -> str:
     fewshot = "; ".join(
-        "linear probe (the paper's baseline: L2-normalised features, multinomial logistic regression, "
-        f"C={run.fewshot_params.get(m, {}).get('C', '?')}, bias unpenalised) as \"{run.subject(m)}\""
-        if m == "linear-probe" else
-        f"zero-shot prior (λ={run.fewshot_params.get(m, {}).get('lambda', '?')}) as \"{run.subject(m)}\""
-        if m == "zero-shot-prior" else
-        f"{m} as \"{run.subject(m)}\""
+        "the paper's baseline (L2-normalised features, multinomial logistic regression with an unpenalised bias, "
+        f"scikit-learn's C) as \"{run.subject(m)}\"" if m == "linear-probe" else
+        f"zero-shot prior (W pulled towards the zero-shot weights by λ) as \"{run.subject(m)}\""
+        if m == "zero-shot-prior" else f"{m} as \"{run.subject(m)}\""
         for m in run.fewshot_methods
     )
     chosen = ("; C and λ were chosen on validation images no study uses (docs/clipmodel.md)"
