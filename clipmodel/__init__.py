@@ -14,12 +14,14 @@ Public API (all keyword-only):
 - ``zero_shot_probs(*, image_features, text_weights, logit_scale) -> Tensor[N, C]``;
   ``classify(*, clip, image_features, classnames, templates)`` does both with the model's logit scale.
 - ``fit_few_shot(*, method, shot_features, shot_labels, num_classes, text_weights=None, logit_scale=100.0,
-  l2=None) -> FewShotClassifier`` (pass ``clip.logit_scale``); ``classifier.predict_proba(features)``; ``FEW_SHOT_METHODS``.
+  C=None, prior_lambda=None) -> FewShotClassifier`` (pass ``clip.logit_scale``); ``classifier.predict_proba(features)``;
+  ``FEW_SHOT_METHODS``.
 - ``FeatureCache(root=None)`` with ``get_many`` / ``put_many``; ``image_hash(image)``.
 - ``encode_images(*, clip, images, batch_size, num_workers, progress)`` -> L2-normalised float32 [N, D] on CPU;
   ``encode_with_cache(*, clip, images, cache, ...)`` encodes only images the cache lacks.
-- ``ensure_house_model(*, data_root=None, cache_dir=None, progress=True, exclude=()) -> Path``: trains the small
-  "house model" once (``python -m clipmodel.train``) and returns its cached checkpoint.
+- ``ensure_house_model(*, data_root=None, cache_dir=None, progress=True, exclude_sha256=()) -> Path``: trains the
+  small "house model" once (``python -m clipmodel.train``, never on the images whose file sha256 is excluded) and
+  returns its cached checkpoint; every checkpoint records the sha256 of the images it trained on.
 
 Class order is always the caller's: index ``i`` of ``classnames`` is column ``i`` of every weight/probability.
 """
