@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DATASETS: tuple[str, ...] = ("eurosat", "cifar10", "oxford_pets")
+TRAINING_SPLITS = ("train", "trainval")
 
 
 def default_data_root() -> Path:
@@ -46,6 +47,21 @@ def read_manifest(*, data_root: str | os.PathLike, dataset: str) -> list[Item]:
             )
             for row in csv.DictReader(f)
         ]
+
+
+def files_sha256(paths: list[Path]) -> list[str]:
+    """sha256 of each file's bytes: what a study item records of its source file at import (``source_sha256``),
+    so a checkpoint's training images compare with a study's items although imports re-encode them."""
+    return [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths]
+
+
+def parse_source(source: str) -> tuple[str, str]:
+    """``"eurosat:train"`` -> ("eurosat", "train"); refuses any split that is not a training split."""
+    dataset, _, split = source.partition(":")
+    split = split or ("trainval" if dataset == "oxford_pets" else "train")
+    if split not in TRAINING_SPLITS:
+        raise ValueError(f"{source!r}: only {TRAINING_SPLITS} splits may be trained on (never test items)")
+    return dataset, split
 
 
 def manifest_sha256(*, data_root: str | os.PathLike, dataset: str) -> str:

@@ -1,7 +1,10 @@
 """The "house model": a small CLIP-style model we train ourselves on the shared training splits (CPU, minutes).
 
-``ensure_house_model`` trains it once per (config, recipe, data manifests) and caches the checkpoint under
-``<cache_dir>/house/<HOUSE_MODEL_NAME>-<key>/``; later calls return the cached path immediately.
+``ensure_house_model`` trains it once per (config, recipe, data manifests, images left out) and caches the
+checkpoint under ``<cache_dir>/house/<HOUSE_MODEL_NAME>-<key>/``; later calls return the cached path
+immediately. Images are left out by the sha256 of their file bytes, the same digest a study item records of
+its source file at import (``Item.source_sha256``), so the exclusions hold whatever name or folder a study's
+images were imported from.
 """
 
 from __future__ import annotations
@@ -10,11 +13,14 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+import subprocess
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from clipmodel.cache import default_cache_dir
-from clipmodel.data import default_data_root, manifest_sha256
+from clipmodel.data import default_data_root, files_sha256, manifest_sha256, parse_source, read_manifest
+from clipmodel.demo_split import demo_files
 from clipmodel.loading import CONFIG_DIR
 
 HOUSE_MODEL_NAME = "house-vit-64"
@@ -31,30 +37,68 @@ HOUSE_RECIPE: dict[str, str] = {
     "val-fraction": "0.05",
     "precision": "auto",
 }
+# Part of the key: checkpoints from before the trainer recorded its training images are never reused.
+CHECKPOINT_RECORD = "trained-sha256/1"
+
+_TRAINABLE: dict[tuple, dict[str, str]] = {}
 
 
-def house_model_key(*, data_root: Path, exclude: Sequence[str] = ()) -> str:
+def house_trainable(*, data_root: Path) -> dict[str, str]:
+    """``{sha256 of the file: "dataset/filename"}`` for every image in the house model's training splits
+    (what it could train on); hashing the ~32,000 files takes about a second, so it is kept per process."""
+    key = (str(Path(data_root).resolve()),) + tuple(
+        manifest_sha256(data_root=data_root, dataset=parse_source(s)[0]) for s in HOUSE_SOURCES
+    )
+    if key not in _TRAINABLE:
+        trainable = {}
+        for source in HOUSE_SOURCES:
+            dataset, split = parse_source(source)
+            items = [i for i in read_manifest(data_root=data_root, dataset=dataset) if i.split == split]
+            trainable.update(zip(files_sha256([i.path for i in items]), (f"{dataset}/{i.filename}" for i in items),
+                                 strict=True))
+        _TRAINABLE[key] = trainable
+    return _TRAINABLE[key]
+
+
+def demo_exclusions(*, data_root: str | os.PathLike) -> set[str]:
+    """sha256 of every image of the demo studies' datasets (test items and shot pools)."""
+    root = Path(data_root)
+    return {
+        digest
+        for dataset, names in demo_files(data_root=root).items()
+        for digest in files_sha256([root / dataset / "images" / name for name in names])
+    }
+
+
+def house_left_out(*, data_root: Path, exclude_sha256: Iterable[str]) -> list[str]:
+    """The digests in ``exclude_sha256`` the house model could otherwise train on, sorted: only these change
+    the model, so a study of unrelated images (or of test-split images) does not cost a retraining."""
+    return sorted(set(exclude_sha256) & house_trainable(data_root=data_root).keys())
+
+
+def house_model_key(*, data_root: Path, exclude_sha256: Iterable[str] = ()) -> str:
     """12 hex chars over the architecture config, training recipe, the manifests of the data used and the
-    images left out (a study's test items are never trained on)."""
-    from clipmodel.train import parse_source  # lazy: keeps `python -m clipmodel.train` free of a double import
-
+    training images left out (a study's test items and shots are never trained on)."""
     spec = {
         "config": json.loads((CONFIG_DIR / f"{HOUSE_MODEL_NAME}.json").read_text()),
         "recipe": HOUSE_RECIPE,
         "sources": {s: manifest_sha256(data_root=data_root, dataset=parse_source(s)[0]) for s in HOUSE_SOURCES},
+        "record": CHECKPOINT_RECORD,
+        "left_out": house_left_out(data_root=data_root, exclude_sha256=exclude_sha256),
     }
-    if exclude:  # only when present, so models trained before exclusions existed keep their key
-        spec["exclude"] = sorted(set(exclude))
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def house_model_path(
-    *, data_root: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None, exclude: Sequence[str] = ()
+    *,
+    data_root: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    exclude_sha256: Iterable[str] = (),
 ) -> Path:
-    """Where ``ensure_house_model`` keeps (or will keep) the checkpoint for this data and recipe."""
+    """Where ``ensure_house_model`` keeps (or will keep) the checkpoint for this data, recipe and exclusions."""
     root = Path(data_root) if data_root is not None else default_data_root()
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    key = house_model_key(data_root=root, exclude=exclude)
+    key = house_model_key(data_root=root, exclude_sha256=exclude_sha256)
     return cache / "house" / f"{HOUSE_MODEL_NAME}-{key}" / f"{HOUSE_MODEL_NAME}.pt"
 
 
@@ -63,24 +107,25 @@ def ensure_house_model(
     data_root: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
-    exclude: Sequence[str] = (),
+    exclude_sha256: Iterable[str] = (),
 ) -> Path:
     """Path of the trained house checkpoint, training it first (minutes on CPU) if not cached.
 
-    ``exclude`` lists ``dataset/filename`` lines never to train on (the test items of studies built on the
-    same images). Safe to call from several processes: one trains while the others wait on a file lock, and
-    an interrupted run resumes from its last periodic checkpoint.
+    ``exclude_sha256`` lists sha256 digests of image files never to train on (the test items and shots of
+    studies built on the same images). Safe to call from several processes: one trains while the others
+    wait on a file lock, and an interrupted run resumes from its last periodic checkpoint. Training runs
+    ``python -m clipmodel.train`` in a child process (its ~3 GB are returned when it ends); its progress goes
+    to this process's terminal.
     """
     root = Path(data_root) if data_root is not None else default_data_root()
-    path = house_model_path(data_root=root, cache_dir=cache_dir, exclude=exclude)
+    exclude_sha256 = set(exclude_sha256)
+    path = house_model_path(data_root=root, cache_dir=cache_dir, exclude_sha256=exclude_sha256)
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.is_file():  # another process may have finished while we waited
-            from clipmodel.train import build_parser, train
-
             options = {
                 "model": HOUSE_MODEL_NAME,
                 "name": HOUSE_MODEL_NAME,
@@ -92,11 +137,16 @@ def ensure_house_model(
             }
             argv = [arg for key, value in options.items() for arg in (f"--{key}", value)]
             argv += ["--sources", *HOUSE_SOURCES]
-            if exclude:
-                exclude_file = path.parent / "exclude.txt"
-                exclude_file.write_text("".join(f"{line}\n" for line in sorted(set(exclude))))
-                argv += ["--exclude", str(exclude_file)]
+            left_out = house_left_out(data_root=root, exclude_sha256=exclude_sha256)
+            if left_out:
+                exclude_file = path.parent / "exclude-sha256.txt"
+                exclude_file.write_text("".join(f"{digest}\n" for digest in left_out))
+                argv += ["--exclude-sha256", str(exclude_file)]
             if not progress:
                 argv.append("--no-progress")
-            train(build_parser().parse_args(argv))
+            command = [sys.executable, "-m", "clipmodel.train", *argv]
+            package_root = str(Path(__file__).resolve().parents[1])
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+            if subprocess.run(command, env=env).returncode != 0 or not path.is_file():
+                raise RuntimeError(f"training the house model failed (see its output above): {' '.join(command)}")
     return path

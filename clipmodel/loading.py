@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import open_clip
 import torch
 
+from clipmodel import hub
 from clipmodel.cache import file_sha256
 from clipmodel.errors import HOW_TO_PROVIDE_WEIGHTS, ModelUnavailable
 
@@ -91,15 +93,62 @@ def make_fingerprint(*, name: str, source: str, sha256: str | None) -> tuple[str
 
 
 def read_house_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The checkpoint dict if ``path`` is one of ours (it carries ``model_cfg``), else None."""
+    """The checkpoint dict if ``path`` is one of ours (it carries ``model_cfg``), None for any other torch file
+    (a plain state dict, a TorchScript archive). Raises ModelUnavailable when the file is not a readable
+    torch file at all (corrupt, truncated, or something else), so that is never mistaken for a state dict."""
+    is_zip = zipfile.is_zipfile(path)
     try:
         # mmap keeps this cheap for multi-GB state dicts: tensors are not read until touched.
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        return None
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except Exception as error:
+        if not _intact_torch_file(path, is_zip=is_zip):
+            raise ModelUnavailable(
+                f"Checkpoint {path} is corrupt or not a torch file ({type(error).__name__}: "
+                f"{str(error).splitlines()[0][:200]}); replace it with a complete copy. {HOW_TO_PROVIDE_WEIGHTS}"
+            ) from error
+        return None  # a readable torch file weights_only refuses (e.g. TorchScript, other pickled objects)
     if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT and "model_cfg" in ckpt:
         return ckpt
     return None
+
+
+def _intact_torch_file(path: str | os.PathLike, *, is_zip: bool) -> bool:
+    """A zip archive (torch.save's format since 1.6) whose members all pass their CRC check, or a file in the
+    legacy format, which starts with a pickle protocol marker."""
+    if is_zip:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return archive.testzip() is None
+        except (zipfile.BadZipFile, OSError, EOFError):
+            return False
+    with open(path, "rb") as f:
+        return f.read(2) in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+def training_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """What one of our checkpoints was trained on: ``{"sha256": set of hex digests of the training images'
+    file bytes, "base": the weights it started from or None}``; None for any other file (unknown data)."""
+    ckpt = read_house_checkpoint(path)
+    if ckpt is None or "trained_sha256" not in ckpt:
+        return None
+    args = ckpt.get("train_args") or {}
+    base = None
+    if args.get("pretrained"):
+        base = f"{args.get('model')}/{args['pretrained']}"
+    elif args.get("init_checkpoint"):
+        base = str(args["init_checkpoint"])
+    return {"sha256": digests_from_tensor(ckpt["trained_sha256"]), "base": base}
+
+
+def digests_to_tensor(hex_digests: set[str] | list[str]) -> torch.Tensor:
+    """Sorted sha256 hex digests as a uint8 [N, 32] tensor: compact, and loadable with weights_only=True."""
+    rows = [list(bytes.fromhex(h)) for h in sorted(hex_digests)]
+    return torch.tensor(rows, dtype=torch.uint8).reshape(-1, 32)
+
+
+def digests_from_tensor(table: torch.Tensor) -> set[str]:
+    raw = table.contiguous().numpy().tobytes()
+    return {raw[i : i + 32].hex() for i in range(0, len(raw), 32)}
 
 
 def write_checkpoint(
@@ -158,8 +207,9 @@ def register_config(name: str, model_cfg: dict[str, Any]) -> str:
 
 def _unavailable(what: str, error: BaseException) -> ModelUnavailable:
     offline = os.environ.get("HF_HUB_OFFLINE", "")
+    why = f", {hub.decision}" if hub.decision else ""
     reason = str(error).rstrip(".")
-    return ModelUnavailable(f"{what} not available (HF_HUB_OFFLINE={offline!r}): {reason}. {HOW_TO_PROVIDE_WEIGHTS}")
+    return ModelUnavailable(f"{what} not available (HF_HUB_OFFLINE={offline!r}{why}): {reason}. {HOW_TO_PROVIDE_WEIGHTS}")
 
 
 def load_clip(

@@ -2,10 +2,11 @@
 
 Pairs come from class names through prompt templates (``--sources eurosat:train ...``; a random template
 per image per step) and/or a captions CSV (``filename,caption``). Only ``train``/``trainval`` splits are
-accepted, minus an optional exclusion list, and a deterministic slice of them is held out for the
-per-epoch zero-shot accuracy. Images are decoded once into uint8 tensors at the model's input size, so
-epochs are pure tensor work. The checkpoint carries its model config, so ``load_clip(checkpoint=path)``
-loads it with no other arguments.
+accepted, minus optional exclusion lists (file names, or sha256 digests of file bytes), and a deterministic
+slice of them is held out for the per-epoch zero-shot accuracy. Every checkpoint records the sha256 of each
+image it was trained on (``trained_sha256``), so scoring can refuse a study whose items it has seen. Images
+are decoded once into uint8 tensors at the model's input size, so epochs are pure tensor work. The
+checkpoint carries its model config, so ``load_clip(checkpoint=path)`` loads it with no other arguments.
 """
 
 from __future__ import annotations
@@ -29,13 +30,21 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from clipmodel.cache import default_cache_dir
-from clipmodel.data import DATASETS, default_data_root, in_holdout, label_names, read_manifest
-from clipmodel.loading import LoadedClip, load_clip, write_checkpoint
+from clipmodel.data import (
+    DATASETS,
+    TRAINING_SPLITS,
+    default_data_root,
+    files_sha256,
+    in_holdout,
+    label_names,
+    parse_source,
+    read_manifest,
+)
+from clipmodel.house import demo_exclusions, ensure_house_model
+from clipmodel.loading import LoadedClip, digests_to_tensor, load_clip, write_checkpoint
 from clipmodel.losses import LOSSES, contrastive_loss
-from clipmodel.templates import classnames_for, templates_for
+from clipmodel.templates import benchmark_match, templates_for
 from clipmodel.zeroshot import zero_shot_weights
-
-TRAINING_SPLITS = ("train", "trainval")
 
 
 @dataclass
@@ -44,6 +53,7 @@ class PairSet:
 
     captions: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
+    sha256: list[str] = field(default_factory=list)  # of each image file's bytes, recorded in the checkpoint
     caption_options: list[list[int]] = field(default_factory=list)
     groups: list[int] = field(default_factory=list)
     classes: dict[str, list[str]] = field(default_factory=dict)
@@ -59,13 +69,12 @@ class ValSet:
     templates: list[str]
 
 
-def parse_source(source: str) -> tuple[str, str]:
-    """``"eurosat:train"`` -> ("eurosat", "train"); refuses any split that is not a training split."""
-    dataset, _, split = source.partition(":")
-    split = split or ("trainval" if dataset == "oxford_pets" else "train")
-    if split not in TRAINING_SPLITS:
-        raise ValueError(f"{source!r}: only {TRAINING_SPLITS} splits may be trained on (never test items)")
-    return dataset, split
+def prompts_for(dataset: str, names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(prompt names, templates) of a shared dataset: CLIP's own when its classes are a known benchmark's."""
+    match = benchmark_match(names)
+    if match is not None:
+        return match.prompt_names, list(match.benchmark.templates)
+    return list(names), list(templates_for(dataset))
 
 
 def build_pairs(
@@ -76,22 +85,25 @@ def build_pairs(
     val_fraction: float,
     captions_csv: Path | None = None,
     images_dir: Path | None = None,
+    exclude_sha256: set[str] = frozenset(),
 ) -> tuple[PairSet, list[ValSet]]:
-    """Training pairs and per-dataset held-out sets. ``exclude`` holds ``dataset/filename`` or filenames."""
+    """Training pairs and per-dataset held-out sets. ``exclude`` holds ``dataset/filename`` or filenames,
+    ``exclude_sha256`` digests of file bytes (a study item's ``source_sha256``); both are neither trained on
+    nor held out."""
     pairs, val_sets = PairSet(), []
     next_group = 0
     for source in sources:
         dataset, split = parse_source(source)
-        items = read_manifest(data_root=data_root, dataset=dataset)
-        classnames = classnames_for(dataset, label_names(items))
-        templates = list(templates_for(dataset))
+        every_item = read_manifest(data_root=data_root, dataset=dataset)
+        items = [i for i in every_item if i.split == split]
+        classnames, templates = prompts_for(dataset, label_names(every_item))
         pairs.classes[dataset], pairs.templates[dataset] = classnames, templates
         group_offset, caption_offset = next_group, len(pairs.captions)
         next_group += len(classnames)
         pairs.captions += [t.format(name) for name in classnames for t in templates]
         val_paths, val_labels = [], []
-        for item in items:
-            if item.split != split or f"{dataset}/{item.filename}" in exclude or item.filename in exclude:
+        for item, digest in zip(items, files_sha256([i.path for i in items]), strict=True):
+            if f"{dataset}/{item.filename}" in exclude or item.filename in exclude or digest in exclude_sha256:
                 continue
             if in_holdout(item.filename, val_fraction):
                 val_paths.append(item.path)
@@ -99,6 +111,7 @@ def build_pairs(
                 continue
             first = caption_offset + item.label * len(templates)
             pairs.paths.append(item.path)
+            pairs.sha256.append(digest)
             pairs.caption_options.append(list(range(first, first + len(templates))))
             pairs.groups.append(group_offset + item.label)
         if val_paths:
@@ -108,17 +121,19 @@ def build_pairs(
         caption_ids: dict[str, int] = {}
         first_caption = len(pairs.captions)
         with open(captions_csv, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                if row["filename"] in exclude:
-                    continue
-                caption = row["caption"]
-                if caption not in caption_ids:
-                    caption_ids[caption] = len(pairs.captions)
-                    pairs.captions.append(caption)
-                pairs.paths.append(images_dir / row["filename"])
-                pairs.caption_options.append([caption_ids[caption]])
-                # Identical captions describe the same thing: one group, positives for each other.
-                pairs.groups.append(next_group + caption_ids[caption] - first_caption)
+            rows = [row for row in csv.DictReader(f) if row["filename"] not in exclude]
+        for row, digest in zip(rows, files_sha256([images_dir / row["filename"] for row in rows]), strict=True):
+            if digest in exclude_sha256:
+                continue
+            caption = row["caption"]
+            if caption not in caption_ids:
+                caption_ids[caption] = len(pairs.captions)
+                pairs.captions.append(caption)
+            pairs.paths.append(images_dir / row["filename"])
+            pairs.sha256.append(digest)
+            pairs.caption_options.append([caption_ids[caption]])
+            # Identical captions describe the same thing: one group, positives for each other.
+            pairs.groups.append(next_group + caption_ids[caption] - first_caption)
     if not pairs.paths:
         raise ValueError("no training pairs: check --sources / --captions-csv and exclusions")
     return pairs, val_sets
@@ -234,13 +249,12 @@ def train(args: argparse.Namespace) -> Path:
         torch.set_num_threads(args.threads)
     data_root = Path(args.data_root) if args.data_root else default_data_root()
     work_dir = Path(args.work_dir).expanduser() if args.work_dir else default_cache_dir() / "runs" / (args.name or args.model)
-    exclude = set()
-    if args.exclude:
-        exclude = {line.strip() for line in Path(args.exclude).read_text().splitlines() if line.strip()}
+    exclude = read_lines(args.exclude) if args.exclude else set()
     pairs, val_sets = build_pairs(
         data_root=data_root,
         sources=args.sources,
         exclude=exclude,
+        exclude_sha256=read_lines(args.exclude_sha256) if args.exclude_sha256 else set(),
         val_fraction=args.val_fraction,
         captions_csv=Path(args.captions_csv) if args.captions_csv else None,
         images_dir=Path(args.images_dir) if args.images_dir else None,
@@ -292,10 +306,14 @@ def train(args: argparse.Namespace) -> Path:
     optimizer = make_optimizer(model, lr=args.lr, weight_decay=args.weight_decay)
     history: list[dict[str, Any]] = []
     epoch, step_in_epoch = 0, 0
+    losses: list[float] = []  # this epoch's so far: a resumed epoch's mean loss covers all of its steps
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         history, epoch, step_in_epoch = state["history"], state["epoch"], state["step_in_epoch"]
+        losses = list(state.get("epoch_losses", []))
         print(f"resumed from {resume} at epoch {epoch} step {step_in_epoch}", flush=True)
+
+    trained_sha256 = digests_to_tensor(set(pairs.sha256))
 
     def checkpoint(path: Path, *, with_optimizer: bool) -> None:
         extra = {"optimizer": optimizer.state_dict()} if with_optimizer else {}
@@ -310,12 +328,14 @@ def train(args: argparse.Namespace) -> Path:
             epoch=epoch,
             step_in_epoch=step_in_epoch,
             train_args={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            trained_sha256=trained_sha256,
+            epoch_losses=list(losses),
             **extra,
         )
 
     while epoch < args.epochs:
         model.train()
-        started, losses = time.time(), []
+        started = time.time()
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
         bar = _tqdm(
             total=steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", disable=not args.progress
@@ -360,10 +380,11 @@ def train(args: argparse.Namespace) -> Path:
             for v, vi in zip(val_sets, val_images, strict=True)
         }
         epoch, step_in_epoch = epoch + 1, 0
+        epoch_loss, losses = sum(losses) / max(1, len(losses)), []
         history.append(
             {
                 "epoch": epoch,
-                "loss": sum(losses) / max(1, len(losses)),
+                "loss": epoch_loss,
                 "seconds": time.time() - started,
                 "val_zero_shot": accuracy,
             }
@@ -385,8 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--house",
         action="store_true",
-        help="train the house model with the fixed house recipe into the cache ensure_house_model() reads "
-        "(only --data-root and --no-progress apply); prints the checkpoint path",
+        help="train the house model with the fixed house recipe into the cache ensure_house_model() reads, "
+        "leaving out every image of the demo studies and those of --exclude-sha256 (only --data-root, "
+        "--exclude-sha256 and --no-progress apply); prints the checkpoint path. `manage.py house_model` also "
+        "leaves out the test items and shots of every study in the database",
     )
     p.add_argument("--model", default="house-vit-64", help="open_clip architecture (default: the house model)")
     p.add_argument("--pretrained", default=None, help="open_clip tag to fine-tune from (e.g. openai)")
@@ -402,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions-csv", default=None, help="extra pairs from a CSV with columns filename,caption")
     p.add_argument("--images-dir", default=None, help="folder the CSV filenames are relative to")
     p.add_argument("--exclude", default=None, help="file listing dataset/filename (or filename) lines to skip")
+    p.add_argument("--exclude-sha256", default=None,
+                   help="file listing sha256 digests (hex) of image files to skip, e.g. a study's items' source_sha256")
     p.add_argument("--val-fraction", type=float, default=0.05, help="share of training splits held out")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=256)
@@ -422,12 +447,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def read_lines(path: str | Path) -> set[str]:
+    return {line.strip() for line in Path(path).read_text().splitlines() if line.strip() and not line.startswith("#")}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.house:
-        from clipmodel.house import ensure_house_model
-
-        print(ensure_house_model(data_root=args.data_root, progress=args.progress), flush=True)
+        data_root = Path(args.data_root) if args.data_root else default_data_root()
+        exclude = demo_exclusions(data_root=data_root)
+        if args.exclude_sha256:
+            exclude |= read_lines(args.exclude_sha256)
+        print(f"leaving out {len(exclude)} images: every image of the demo studies (test items and shot pools)"
+              + (f" and those listed in {args.exclude_sha256}" if args.exclude_sha256 else "")
+              + ". Studies in a database are not known here: `manage.py house_model` leaves them out too (and "
+              "scoring refuses any model trained on a study's items).", flush=True)
+        print(ensure_house_model(data_root=data_root, progress=args.progress, exclude_sha256=exclude), flush=True)
     else:
         train(args)
     return 0

@@ -11,15 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from clipmodel.loading import LoadedClip
-from clipmodel.templates import validate_templates
+from clipmodel.templates import class_prompts, validate_templates
 
 
-def ensemble_text_embeddings(embeddings: torch.Tensor) -> torch.Tensor:
-    """[C, T, D] text embeddings (class x template) -> [D, C] classifier weights.
+def ensemble_text_embeddings(embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One [T_c, D] tensor of prompt embeddings per class -> [D, C] classifier weights.
 
-    Each embedding is L2-normalised, averaged over templates, then re-normalised.
+    Each embedding is L2-normalised, averaged over the class's prompts, then re-normalised.
     """
-    return F.normalize(F.normalize(embeddings.float(), dim=-1).mean(dim=1), dim=-1).T
+    return F.normalize(torch.stack([F.normalize(e.float(), dim=-1).mean(dim=0) for e in embeddings]), dim=-1).T
 
 
 def zero_shot_weights(
@@ -35,14 +35,22 @@ def zero_shot_weights(
         raise ValueError("classnames must be a non-empty ordered list of strings")
     if len(set(classnames)) != len(classnames):
         raise ValueError("classnames must be unique, otherwise two classes share one column")
-    texts = [template.format(name) for name in classnames for template in templates]
+    return prompt_weights(clip=clip, prompts=class_prompts(classnames=classnames, templates=templates),
+                          batch_size=batch_size)
+
+
+def prompt_weights(*, clip: LoadedClip, prompts: Sequence[Sequence[str]], batch_size: int = 256) -> torch.Tensor:
+    """Text classifier weights [D, C] from the exact prompt strings of each class (column i = class i): each
+    prompt embedding L2-normalised, averaged per class, re-normalised (CLIP's prompt ensembling)."""
+    if isinstance(prompts, str) or not prompts or any(isinstance(p, str) or not p for p in prompts):
+        raise ValueError("prompts must be a non-empty list (one per class) of non-empty lists of strings")
+    texts = [text for class_prompts_ in prompts for text in class_prompts_]
     chunks = []
     with torch.no_grad(), clip.autocast():
         for start in range(0, len(texts), batch_size):
             tokens = clip.tokenizer(texts[start : start + batch_size]).to(clip.device)
             chunks.append(clip.model.encode_text(tokens).float().cpu())
-    embeddings = torch.cat(chunks).reshape(len(classnames), len(templates), -1)
-    return ensemble_text_embeddings(embeddings)
+    return ensemble_text_embeddings(torch.cat(chunks).split([len(p) for p in prompts]))
 
 
 def zero_shot_logits(*, image_features: torch.Tensor, text_weights: torch.Tensor, logit_scale: float) -> torch.Tensor:

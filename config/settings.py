@@ -10,9 +10,8 @@ from config.env import env_bool, env_int, env_list, env_str, secret_key
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 
-# Must be in place before anything imports open_clip / huggingface_hub: offline, a missing
-# weight otherwise costs ~46 s of retries instead of failing at once.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# HF_HUB_OFFLINE: when unset, clipmodel decides it with a short probe of the model hub before open_clip is
+# imported (clipmodel/hub.py): online, named weights download; offline, a missing weight fails within seconds.
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = secret_key(path=VAR_DIR / "secret_key")

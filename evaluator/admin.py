@@ -8,13 +8,13 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from evaluator.errors import ScoringSetupError
+from evaluator.house import house_checkpoint
 from evaluator.models import ModelRun, ScoringChunk
 from evaluator.selectors import model_run_progress
 from evaluator.services import (
     QueueUnavailable,
     RunExists,
-    ScoringSetupError,
-    house_checkpoint,
     model_run_cancel,
     model_run_create,
     model_run_resume,
@@ -22,7 +22,10 @@ from evaluator.services import (
 )
 from studyapp.models import Condition, Study
 
-FEW_SHOT_METHODS = ("zero-shot-prior", "linear-probe", "prototype")  # clipmodel.FEW_SHOT_METHODS; checked on create
+# clipmodel.FEW_SHOT_METHODS and DEFAULT_METHODS (the web process imports no torch to draw a form); checked on create
+FEW_SHOT_METHODS = (("linear-probe", "linear probe (the paper's baseline)"),
+                    ("zero-shot-prior", "zero-shot prior"), ("prototype", "prototype"))
+DEFAULT_METHODS = ["linear-probe", "zero-shot-prior"]
 
 
 class ScoreStudyForm(forms.Form):
@@ -39,7 +42,15 @@ class ScoreStudyForm(forms.Form):
         choices=Condition.Shots.choices, coerce=int, initial=[0, 1, 2], widget=forms.CheckboxSelectMultiple,
         help_text="Only the study's conditions can be scored.",
     )
-    fewshot_method = forms.ChoiceField(choices=[(m, m) for m in FEW_SHOT_METHODS], initial="zero-shot-prior")
+    fewshot_methods = forms.MultipleChoiceField(
+        choices=FEW_SHOT_METHODS, initial=DEFAULT_METHODS, required=False, widget=forms.CheckboxSelectMultiple,
+        help_text="One-/two-shot conditions: each method is a subject of its own (default: both of the first two).",
+    )
+    allow_trained_items = forms.BooleanField(
+        required=False, label="Allow trained items",
+        help_text="Score even if the model was trained on some of the study's test items or shots; every report "
+                  "then marks the run as not a fair test.",
+    )
     templates = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}),
                                 help_text="One prompt template per line with {} for the class name; "
                                           "empty: the dataset's default templates.")
@@ -109,8 +120,8 @@ class ModelRunAdmin(admin.ModelAdmin):
             try:
                 run = model_run_create(
                     study=data["study"], spec=data["spec"], name=data["name"], conditions=data["conditions"],
-                    templates=data["template_list"] or None, fewshot_method=data["fewshot_method"],
-                    device=data["device"],
+                    templates=data["template_list"] or None, fewshot_methods=data["fewshot_methods"] or None,
+                    device=data["device"], allow_trained_items=data["allow_trained_items"],
                 )
             except QueueUnavailable as exc:
                 messages.warning(request, str(exc))

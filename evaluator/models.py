@@ -26,7 +26,21 @@ class ModelRun(models.Model):
     fingerprint = models.CharField(max_length=200, blank=True)
     fingerprint_info = models.JSONField(default=dict, blank=True)
     templates = models.JSONField(default=list, blank=True)
-    fewshot_method = models.CharField(max_length=40, default="zero-shot-prior")
+    prompts = models.JSONField(
+        default=list, blank=True, help_text="The exact prompt strings, one list per class in class-index order."
+    )
+    fewshot_methods = models.JSONField(
+        default=list, blank=True, help_text="Few-shot methods scored in one-/two-shot conditions: one subject each."
+    )
+    fewshot_params = models.JSONField(
+        default=dict, blank=True, help_text='Their hyperparameters, e.g. {"linear-probe": {"C": 0.316}}.'
+    )
+    training_data = models.JSONField(
+        default=dict, blank=True, help_text="What the model was trained on, checked against the study's items."
+    )
+    allow_trained_items = models.BooleanField(
+        default=False, help_text="Scored although the model was trained on some of the study's items (marked)."
+    )
     condition_shots = models.JSONField(default=list, help_text="Shot counts of the conditions scored.")
     device_request = models.CharField(max_length=40, default="auto", help_text="auto, cpu, cuda, cuda:1 …")
     device = models.CharField(max_length=40, blank=True, help_text="Where the first worker actually ran it.")
@@ -47,11 +61,25 @@ class ModelRun(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def subject(self, method: str) -> str:
+        """The subject name in reports of this run's answers with ``method`` ("" in the zero-shot condition)."""
+        params = self.fewshot_params.get(method, {})
+        if method == "linear-probe":
+            return f"{self.name} · linear probe (paper, C={_number(params.get('C'))})"
+        if method == "zero-shot-prior":
+            return f"{self.name} · zero-shot prior (λ={_number(params.get('lambda'))})"
+        return f"{self.name} · {method}" if method else self.name
+
+
+def _number(value) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else "?"
+
 
 class ModelPrediction(models.Model):
     run = models.ForeignKey(ModelRun, on_delete=models.CASCADE, related_name="predictions")
     condition = models.ForeignKey(Condition, on_delete=models.PROTECT, related_name="+")
     item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="+")
+    method = models.CharField(max_length=40, blank=True, help_text="Few-shot method; empty in zero-shot.")
     predicted = models.ForeignKey(ClassLabel, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     probs = models.JSONField(default=list, blank=True, help_text="Probability of every class, by class index.")
     p_target = models.FloatField(null=True, blank=True)
@@ -61,7 +89,7 @@ class ModelPrediction(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["run", "condition", "item"], name="prediction_unique"),
+            models.UniqueConstraint(fields=["run", "condition", "item", "method"], name="prediction_unique"),
             models.CheckConstraint(
                 condition=Q(predicted__isnull=False) | ~Q(error=""), name="prediction_has_answer_or_error"
             ),

@@ -45,8 +45,8 @@ class PreparedRun:
     class_ids: list[int]  # ClassLabel pk of column i
     class_index: dict[int, int]  # ClassLabel pk -> column
     text_weights: torch.Tensor  # [D, C]
-    # Condition pk -> few-shot classifier, None for zero-shot (the text weights answer).
-    classifiers: dict[int, clipmodel.FewShotClassifier | None]
+    # (condition pk, method) -> few-shot classifier; (zero-shot condition pk, "") -> None: the text weights answer.
+    classifiers: dict[tuple[int, str], clipmodel.FewShotClassifier | None]
 
 
 def feature_cache() -> clipmodel.FeatureCache:
@@ -97,7 +97,8 @@ def _drop_runs_without_model() -> None:
 
 
 def prepare_run(*, run: ModelRun, clip: clipmodel.LoadedClip, heartbeat: Callable[[], None]) -> PreparedRun:
-    """Text weights and one classifier per condition, fitted on exactly the shots the humans saw."""
+    """Text weights from the run's recorded prompt strings, and one classifier per few-shot condition and
+    method with the run's recorded hyperparameters, fitted on exactly the shots the humans saw."""
     key = (run.pk, clip.fingerprint)
     with _LOCK:
         if key in _RUNS:
@@ -107,9 +108,9 @@ def prepare_run(*, run: ModelRun, clip: clipmodel.LoadedClip, heartbeat: Callabl
         raise ScoringError("class indices of the dataset are not 0..C-1; columns would not match classes")
     class_ids = [label.pk for label in labels]
     class_index = {pk: i for i, pk in enumerate(class_ids)}
-    text_weights = clipmodel.zero_shot_weights(
-        clip=clip, classnames=[label.prompt_name for label in labels], templates=run.templates
-    )
+    if len(run.prompts) != len(labels):
+        raise ScoringError(f"the run records prompts for {len(run.prompts)} classes but the dataset has {len(labels)}")
+    text_weights = clipmodel.prompt_weights(clip=clip, prompts=run.prompts)
     heartbeat()
     conditions = list(Condition.objects.filter(study_id=run.study_id, shots__in=run.condition_shots))
     shots_of = {
@@ -122,21 +123,25 @@ def prepare_run(*, run: ModelRun, clip: clipmodel.LoadedClip, heartbeat: Callabl
     features, errors = encode_items(clip=clip, items=list(unique.values()), heartbeat=heartbeat)
     if errors:
         raise ScoringError("shot image(s) unusable: " + "; ".join(sorted(set(errors.values()))))
-    classifiers: dict[int, clipmodel.FewShotClassifier | None] = {}
+    classifiers: dict[tuple[int, str], clipmodel.FewShotClassifier | None] = {}
     for condition in conditions:
         shots = shots_of[condition.pk]
         if condition.shots == 0:
-            classifiers[condition.pk] = None
+            classifiers[(condition.pk, "")] = None
             continue
-        classifiers[condition.pk] = clipmodel.fit_few_shot(
-            method=run.fewshot_method,
-            shot_features=torch.stack([features[shot.item_id] for shot in shots]),
-            shot_labels=torch.tensor([class_index[shot.label_id] for shot in shots]),
-            num_classes=len(labels),
-            text_weights=text_weights,
-            logit_scale=clip.logit_scale,
-        )
-        heartbeat()
+        for method in run.fewshot_methods:
+            params = run.fewshot_params.get(method, {})
+            classifiers[(condition.pk, method)] = clipmodel.fit_few_shot(
+                method=method,
+                shot_features=torch.stack([features[shot.item_id] for shot in shots]),
+                shot_labels=torch.tensor([class_index[shot.label_id] for shot in shots]),
+                num_classes=len(labels),
+                text_weights=text_weights,
+                logit_scale=clip.logit_scale,
+                C=params.get("C"),
+                prior_lambda=params.get("lambda"),
+            )
+            heartbeat()
     prepared = PreparedRun(clip=clip, class_ids=class_ids, class_index=class_index, text_weights=text_weights,
                            classifiers=classifiers)
     with _LOCK:
@@ -146,8 +151,9 @@ def prepare_run(*, run: ModelRun, clip: clipmodel.LoadedClip, heartbeat: Callabl
     return prepared
 
 
-def probabilities(*, prepared: PreparedRun, condition_id: int, features: torch.Tensor) -> torch.Tensor:
-    classifier = prepared.classifiers[condition_id]
+def probabilities(*, prepared: PreparedRun, key: tuple[int, str], features: torch.Tensor) -> torch.Tensor:
+    """Class probabilities [N, C] of one (condition pk, method) classifier."""
+    classifier = prepared.classifiers[key]
     if classifier is None:
         return clipmodel.zero_shot_probs(
             image_features=features, text_weights=prepared.text_weights, logit_scale=prepared.clip.logit_scale

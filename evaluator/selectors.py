@@ -64,23 +64,26 @@ def model_runs_for_study(*, study: Study, statuses: tuple[str, ...] | None = Non
 
 
 def model_trials(*, study: Study, runs: list[ModelRun] | None = None) -> list[dict]:
-    """One row per model answer, in the shared long trial schema (each run is one subject).
+    """One row per model answer, in the shared long trial schema.
 
+    Each run is one subject in the zero-shot condition and one subject per few-shot method in the one-/two-
+    shot conditions, named by ModelRun.subject (e.g. "<run> · linear probe (paper, C=3.16)").
     Default: the study's finished (done) runs. Items the model could not score (an error prediction)
     have no answer and are left out, as an unanswered trial would be for a human.
     """
     if runs is None:
         runs = model_runs_for_study(study=study, statuses=(ModelRun.Status.DONE,))
+    by_pk = {run.pk: run for run in runs}
     condition_names = {c.pk: c.name for c in Condition.objects.filter(study=study)}
     rows = (
         ModelPrediction.objects.filter(run__in=runs, predicted__isnull=False)
-        .order_by("run__created_at", "condition__shots", "item_id")
-        .values_list("run__name", "condition_id", "item__code", "item__label__name", "predicted__name",
+        .order_by("run__created_at", "method", "condition__shots", "item_id")
+        .values_list("run_id", "method", "condition_id", "item__code", "item__label__name", "predicted__name",
                      "p_target", "p_predicted")
     )
     return [
         {
-            "subject": run_name,
+            "subject": by_pk[run_id].subject(method),
             "subject_kind": "model",
             "condition": condition_names[condition_id],
             "item": str(item_code),
@@ -90,5 +93,5 @@ def model_trials(*, study: Study, runs: list[ModelRun] | None = None) -> list[di
             "p_target": p_target,
             "p_response": p_response,
         }
-        for run_name, condition_id, item_code, target, response, p_target, p_response in rows
+        for run_id, method, condition_id, item_code, target, response, p_target, p_response in rows
     ]

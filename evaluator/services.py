@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Case, Count, F, Q, When
 from django.utils import timezone
 
 from evaluator.celery_app import SCORING_QUEUE, app
 from evaluator.conf import setting
+from evaluator.errors import ScoringSetupError
+from evaluator.house import training_check, training_check_enforce
 from evaluator.models import ModelPrediction, ModelRun, ScoringChunk
-from studyapp.models import Condition, Item, Study, StudyItem
+from studyapp.models import ClassLabel, Condition, Item, Study, StudyItem
 
 if TYPE_CHECKING:
     import clipmodel
@@ -39,10 +41,6 @@ ACTIVE = (ModelRun.Status.PENDING, ModelRun.Status.RUNNING)
 # A chunk claimed this often without finishing is poison (it keeps killing or timing out its worker).
 MAX_CHUNK_ATTEMPTS = 5
 HEARTBEAT_EVERY_S = 2.0
-
-
-class ScoringSetupError(ValueError):
-    """A run cannot be created or resumed as asked; the message says why."""
 
 
 class RunExists(ScoringSetupError):
@@ -68,48 +66,6 @@ class ModelSpec:
 # ---------------------------------------------------------------------------------------------- set-up
 
 
-def data_root() -> Path:
-    return Path(settings.DEMO_DATA) if settings.DEMO_DATA else settings.BASE_DIR.parent / "shared" / "data"
-
-
-def house_exclusions() -> list[str]:
-    """The demo's Pets test items come from the official trainval list, which the house model trains on:
-    leave them out so the model never sees a study's test item."""
-    from studyapp.services.demo import pets_demo_rows
-
-    pets = data_root() / "oxford_pets"
-    if not pets.is_dir():
-        return []
-    return [f"oxford_pets/{row['filename']}" for row in pets_demo_rows(pets_root=pets) if row["split"] == "test"]
-
-
-def house_checkpoint(*, train: bool, progress: bool = False) -> Path:
-    """The house model's checkpoint under HUMANCLIP_CACHE; trains it first (minutes on CPU) when ``train``."""
-    import clipmodel
-    from studyapp.services.datasets import DatasetImportError
-
-    try:
-        exclude = house_exclusions()
-    except DatasetImportError as exc:  # an unreadable Pets folder must be a message, not a crash
-        raise ScoringSetupError(f"the house model's training data is unusable: {exc}") from None
-    if train:
-        return clipmodel.ensure_house_model(
-            data_root=data_root(), cache_dir=settings.HUMANCLIP_CACHE, progress=progress, exclude=exclude
-        )
-    from clipmodel.house import house_model_path
-
-    try:
-        path = house_model_path(data_root=data_root(), cache_dir=settings.HUMANCLIP_CACHE, exclude=exclude)
-    except OSError as exc:  # its cache key covers the training data's manifests
-        raise ScoringSetupError(f"the house model is not trained yet and its training data is missing ({exc})") from None
-    if not path.is_file():
-        raise ScoringSetupError(
-            "the house model is not trained yet: run `manage.py score_study STUDY` once (it trains it), "
-            "or `python -m clipmodel.train`, or choose a checkpoint"
-        )
-    return path
-
-
 def model_spec_resolve(*, model_name: str = "", pretrained: str = "", checkpoint: str = "") -> ModelSpec:
     """Check a user's model choice and say whether a checkpoint is the house model (it records its name)."""
     import clipmodel
@@ -123,7 +79,10 @@ def model_spec_resolve(*, model_name: str = "", pretrained: str = "", checkpoint
             raise ScoringSetupError(f"checkpoint not found: {path}")
         from clipmodel.loading import read_house_checkpoint  # torch is imported only where models run
 
-        house = read_house_checkpoint(path)
+        try:
+            house = read_house_checkpoint(path)
+        except clipmodel.ModelUnavailable as exc:  # corrupt or truncated: never "a plain state dict"
+            raise ScoringSetupError(str(exc)) from None
         if house is None and not model_name:
             raise ScoringSetupError(f"{path} is a plain state dict: give its open_clip architecture as the model")
         if house is not None:
@@ -166,19 +125,26 @@ def _check_name(*, name: str, spec: ModelSpec) -> str:
 
 
 def default_templates(*, study: Study) -> tuple[str, ...]:
-    """clipmodel's templates for the dataset; a dataset name like "Oxford-IIIT Pet (demo split)" is matched
-    by keyword, because templates_for only knows short keys and would fall back to the 80 ImageNet ones."""
+    """CLIP's templates when the dataset's classes are a known benchmark's (Oxford-IIIT Pets, EuroSAT,
+    CIFAR-10; an official Pets import counts as Pets), else open_clip's 80 ImageNet templates."""
+    import clipmodel
+    from clipmodel.templates import benchmark_by_key
+
+    names = list(study.dataset.classes.order_by("index").values_list("name", flat=True))
+    if study.dataset.source_format == study.dataset.Format.OXFORD_PETS:
+        return benchmark_by_key("oxford-pets").templates
+    return tuple(clipmodel.prompt_defaults(names)[1])
+
+
+def study_benchmark(*, study: Study) -> str | None:
+    """"oxford-pets", "eurosat" or "cifar10" when the study's classes are that benchmark's (an official Pets
+    import counts as Pets, as in default_templates), else None."""
     import clipmodel
 
-    name = study.dataset.name
-    fallback = clipmodel.templates_for(None)
-    templates = clipmodel.templates_for(name)
-    if templates == fallback:
-        lowered = name.lower()
-        key = ("oxford_pets" if "pet" in lowered or study.dataset.source_format == "oxford-pets"
-               else "eurosat" if "eurosat" in lowered else "cifar10" if "cifar" in lowered else None)
-        templates = clipmodel.templates_for(key) if key else fallback
-    return tuple(templates)
+    if study.dataset.source_format == study.dataset.Format.OXFORD_PETS:
+        return "oxford-pets"
+    match = clipmodel.benchmark_match(list(study.dataset.classes.values_list("name", flat=True)))
+    return match.benchmark.key if match else None
 
 
 def read_templates_file(path: str | Path) -> tuple[str, ...]:
@@ -200,16 +166,22 @@ def model_run_create(
     name: str = "",
     conditions: list[int] | None = None,
     templates: list[str] | tuple[str, ...] | None = None,
-    fewshot_method: str = "zero-shot-prior",
+    fewshot_methods: list[str] | tuple[str, ...] | None = None,
     device: str = "auto",
     chunk_size: int | None = None,
+    allow_trained_items: bool = False,
 ) -> ModelRun:
     """Create a pending run with its chunks and queue them once the transaction commits.
 
-    ``conditions`` are shot counts (0, 1, 2; default: all of the study's). Raises RunExists when the study
-    already has a run of that name (resume it instead) and ScoringSetupError for anything else invalid.
+    ``conditions`` are shot counts (0, 1, 2; default: all of the study's). One-/two-shot conditions are
+    scored with each of ``fewshot_methods`` (default: the paper's linear probe and the zero-shot prior), each
+    a subject of its own. The run records the exact prompt strings and hyperparameters. Raises RunExists when
+    the study already has a run of that name (resume it instead), TrainedOnStudyItems when the model was
+    trained on the study's test items or shots (unless ``allow_trained_items``, which marks the run) and
+    ScoringSetupError for anything else invalid.
     """
     import clipmodel
+    from clipmodel.fewshot import DEFAULT_METHODS, default_params
 
     if not study.is_frozen:
         raise ScoringSetupError("open the study first: a draft study's items and shots may still change")
@@ -218,30 +190,55 @@ def model_run_create(
     if not shots or any(s not in available for s in shots):
         names = ", ".join(Condition.Shots(s).label for s in available)
         raise ScoringSetupError(f"conditions must be among the study's: {names}")
-    if fewshot_method not in clipmodel.FEW_SHOT_METHODS:
-        raise ScoringSetupError(f"few-shot method must be one of {', '.join(clipmodel.FEW_SHOT_METHODS)}")
+    methods = list(dict.fromkeys(fewshot_methods or DEFAULT_METHODS))
+    if any(m not in clipmodel.FEW_SHOT_METHODS for m in methods):
+        raise ScoringSetupError(f"few-shot methods must be among {', '.join(clipmodel.FEW_SHOT_METHODS)}")
     try:
         templates = clipmodel.validate_templates(list(templates)) if templates else default_templates(study=study)
     except ValueError as exc:
         raise ScoringSetupError(str(exc)) from None
     name = _check_name(name=name or model_run_default_name(spec=spec), spec=spec)
-    existing = ModelRun.objects.filter(study=study, name=name).first()
+    existing = _existing_run(study=study, name=name)
     if existing:
         raise RunExists(existing)
+    check = training_check(study=study, model_name=spec.model_name, pretrained=spec.pretrained,
+                           checkpoint=spec.checkpoint)
+    training_check_enforce(check=check, run_name=name, allow_trained_items=allow_trained_items)
+    prompt_names = list(ClassLabel.objects.filter(dataset_id=study.dataset_id).order_by("index")
+                        .values_list("prompt_name", flat=True))
     chunk_size = chunk_size or settings.SCORING_CHUNK_SIZE
     item_ids = list(StudyItem.objects.filter(study=study).order_by("item_id").values_list("item_id", flat=True))
-    with transaction.atomic():
-        run = ModelRun.objects.create(
-            study=study, name=name, model_name=spec.model_name, pretrained=spec.pretrained,
-            checkpoint=spec.checkpoint, is_house_model=spec.is_house_model, templates=list(templates),
-            fewshot_method=fewshot_method, condition_shots=shots, device_request=device or "auto",
-            items_total=len(item_ids) * len(shots), chunk_size=chunk_size,
-        )
-        _add_chunks(run=run, item_ids=item_ids, chunk_size=chunk_size)
+    try:
+        with transaction.atomic():
+            run = ModelRun.objects.create(
+                study=study, name=name, model_name=spec.model_name, pretrained=spec.pretrained,
+                checkpoint=spec.checkpoint, is_house_model=spec.is_house_model, templates=list(templates),
+                prompts=clipmodel.class_prompts(classnames=prompt_names, templates=templates),
+                fewshot_methods=methods, fewshot_params={m: default_params(m) for m in methods},
+                training_data=check.as_json(), allow_trained_items=allow_trained_items and not check.clean,
+                condition_shots=shots, device_request=device or "auto",
+                items_total=len(item_ids) * sum(1 if s == 0 else len(methods) for s in shots), chunk_size=chunk_size,
+            )
+            _add_chunks(run=run, item_ids=item_ids, chunk_size=chunk_size)
+    except IntegrityError:
+        # Another request created a run of this name between our look-up and our insert.
+        existing = _existing_run(study=study, name=name)
+        if existing is None:
+            raise
+        raise RunExists(existing) from None
     if not item_ids:
         model_run_finish_if_complete(run_id=run.pk)  # nothing to score: done, not pending forever
         run.refresh_from_db()
     return run
+
+
+def _existing_run(*, study: Study, name: str) -> ModelRun | None:
+    return ModelRun.objects.filter(study=study, name=name).first()
+
+
+def predictions_per_item(*, run: ModelRun) -> int:
+    """Predictions one item gets: one per zero-shot condition, one per method in each few-shot condition."""
+    return sum(1 if shots == 0 else len(run.fewshot_methods) for shots in run.condition_shots)
 
 
 def _add_chunks(*, run: ModelRun, item_ids: list[int], chunk_size: int) -> list[int]:
@@ -327,7 +324,7 @@ def model_run_resume(*, run: ModelRun, retry_failed_items: bool = False) -> int:
 def _missing_item_ids(*, run: ModelRun) -> list[int]:
     """Study items without a prediction in every one of the run's conditions (one per shots value)."""
     complete = (run.predictions.values("item_id").annotate(n=Count("id"))
-                .filter(n__gte=len(run.condition_shots)).values("item_id"))
+                .filter(n__gte=predictions_per_item(run=run)).values("item_id"))
     return list(StudyItem.objects.filter(study_id=run.study_id).exclude(item_id__in=complete)
                 .values_list("item_id", flat=True))
 
@@ -454,27 +451,28 @@ def _score_items(*, run: ModelRun, prepared: scoring.PreparedRun, item_ids: list
 
     from evaluator import scoring
 
-    condition_ids = sorted(prepared.classifiers)
-    done = set(run.predictions.filter(item_id__in=item_ids).values_list("condition_id", "item_id"))
+    keys = sorted(prepared.classifiers)  # (condition pk, method): one subject's answers each
+    done = set(run.predictions.filter(item_id__in=item_ids).values_list("condition_id", "method", "item_id"))
     items = [item for item in Item.objects.filter(pk__in=item_ids).only("pk", "image", "content_hash", "label_id")
-             if any((c, item.pk) not in done for c in condition_ids)]
+             if any((*key, item.pk) not in done for key in keys)]
     features, errors = scoring.encode_items(clip=prepared.clip, items=items, heartbeat=heartbeat)
     scored = [item for item in items if item.pk in features]
     rows = []
-    for condition_id in condition_ids:
-        if scored:
-            probs = scoring.probabilities(prepared=prepared, condition_id=condition_id,
-                                          features=torch.stack([features[i.pk] for i in scored]))
-            for item, p in zip(scored, probs.tolist(), strict=True):
-                if (condition_id, item.pk) in done:
-                    continue
+    for condition_id, method in keys:
+        todo = [item for item in scored if (condition_id, method, item.pk) not in done]
+        if todo:
+            probs = scoring.probabilities(prepared=prepared, key=(condition_id, method),
+                                          features=torch.stack([features[i.pk] for i in todo]))
+            for item, p in zip(todo, probs.tolist(), strict=True):
                 best = max(range(len(p)), key=p.__getitem__)
                 rows.append(ModelPrediction(
-                    run=run, condition_id=condition_id, item_id=item.pk, predicted_id=prepared.class_ids[best],
-                    probs=p, p_target=p[prepared.class_index[item.label_id]], p_predicted=p[best],
+                    run=run, condition_id=condition_id, method=method, item_id=item.pk,
+                    predicted_id=prepared.class_ids[best], probs=p, p_target=p[prepared.class_index[item.label_id]],
+                    p_predicted=p[best],
                 ))
-        rows += [ModelPrediction(run=run, condition_id=condition_id, item_id=item.pk, error=errors[item.pk])
-                 for item in items if item.pk in errors and (condition_id, item.pk) not in done]
+        rows += [ModelPrediction(run=run, condition_id=condition_id, method=method, item_id=item.pk,
+                                 error=errors[item.pk])
+                 for item in items if item.pk in errors and (condition_id, method, item.pk) not in done]
     return rows
 
 

@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from evaluator.house import training_note
 from evaluator.models import ModelRun
 from evaluator.report import ReportOptions, ReportResult, build_report, compute_report
 from evaluator.selectors import model_runs_for_study, model_trials
+from evaluator.services import study_benchmark
 from studyapp.models import Study
 from studyapp.selectors.trials import TRIAL_COLUMNS, human_trials
 
@@ -24,21 +26,47 @@ def study_trials(*, study: Study) -> pd.DataFrame:
 
 
 def study_report_meta(*, study: Study) -> dict:
+    """The report's header. Keys the report module renders: title, dataset, models, templates, design,
+    benchmark (when the classes are a known benchmark's), prompts (the exact strings per run and class) and
+    model_notes (what each model was trained on, and runs scored although it saw study items)."""
     runs = model_runs_for_study(study=study, statuses=(ModelRun.Status.DONE,))
-    return {
+    class_names = list(study.dataset.classes.order_by("index").values_list("name", flat=True))
+    meta = {
         "title": f"{study.title} — report",
-        "dataset": f"{study.dataset.name}: {study.dataset.classes.count()} classes, "
+        "dataset": f"{study.dataset.name}: {len(class_names)} classes, "
                    f"{study.study_items.count()} test items (split {study.test_split!r}); "
                    f"shots from split {study.shot_split!r}, seed {study.seed}",
-        "models": [
-            f"{run.name} — fingerprint {run.fingerprint or '?'}; few-shot method {run.fewshot_method}; "
-            f"{len(run.templates)} prompt template(s); device {run.device or '?'} {run.dtype}"
-            for run in runs
-        ] or ["no finished model run yet"],
+        "models": [_model_line(run) for run in runs] or ["no finished model run yet"],
         "templates": sorted({t for run in runs for t in run.templates}),
         "design": f"{study.get_design_display()}; k = {study.k_per_item} answers per item and condition; "
                   f"\"I don't know\" {'allowed' if study.allow_idk else 'not offered'}",
+        "prompts": [
+            {"model": run.name, "class": class_name, "prompts": list(prompts)}
+            for run in runs
+            for class_name, prompts in zip(class_names, run.prompts, strict=False)
+        ],
+        "model_notes": [training_note(run_name=run.name, check=run.training_data, allowed=run.allow_trained_items)
+                        for run in runs],
     }
+    benchmark = study_benchmark(study=study)
+    if benchmark:
+        meta["benchmark"] = benchmark
+    return meta
+
+
+def _model_line(run: ModelRun) -> str:
+    fewshot = "; ".join(
+        "the paper's baseline (L2-normalised features, multinomial logistic regression with an unpenalised bias, "
+        f"scikit-learn's C) as \"{run.subject(m)}\"" if m == "linear-probe" else
+        f"zero-shot prior (W pulled towards the zero-shot weights by λ) as \"{run.subject(m)}\""
+        if m == "zero-shot-prior" else f"{m} as \"{run.subject(m)}\""
+        for m in run.fewshot_methods
+    )
+    chosen = ("; C and λ were chosen on validation images no study uses (docs/clipmodel.md)"
+              if {"linear-probe", "zero-shot-prior"} & set(run.fewshot_methods) else "")
+    return (f"{run.name} — fingerprint {run.fingerprint or '?'}; zero-shot: {len(run.templates)} prompt "
+            f"template(s) per class; one-/two-shot: {fewshot or 'not scored'}{chosen}; device {run.device or '?'} "
+            f"{run.dtype}")
 
 
 def study_report_compute(*, study: Study, options: ReportOptions) -> ReportResult:

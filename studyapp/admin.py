@@ -83,20 +83,25 @@ def _used_by_a_running_study(dataset: Dataset | None) -> bool:
 
 
 class ClassLabelInline(admin.TabularInline):
+    """Names and prompt names are editable while every study of the dataset is a draft; the index never is
+    (it is the column of every model's probabilities)."""
+
     model = ClassLabel
     fields = ["index", "name", "prompt_name"]
     extra = 0
     ordering = ["index"]
 
-    # Class names are the answer buttons and the model's prompts of every study of the dataset.
+    # Class names are the answer buttons and the model's prompts of every study of the dataset: editable
+    # while every study of it is a draft (the database refuses it after, studyapp/frozen.py).
     def get_readonly_fields(self, request, obj=None):
-        return self.fields if _used_by_a_running_study(obj) else []
+        return self.fields if _used_by_a_running_study(obj) else ["index"]
 
+    # A class added or removed under a draft study would leave its drawn items and shots behind.
     def has_add_permission(self, request, obj=None):
-        return not _used_by_a_running_study(obj) and super().has_add_permission(request, obj)
+        return obj is None or not obj.studies.exists()
 
     def has_delete_permission(self, request, obj=None):
-        return not _used_by_a_running_study(obj) and super().has_delete_permission(request, obj)
+        return obj is None or not obj.studies.exists()
 
 
 @admin.register(Dataset)

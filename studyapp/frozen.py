@@ -55,7 +55,8 @@ STUDY_MUTABLE_COLUMNS: tuple[str, ...] = (
     "id", "title", "status", "reservation_minutes", "completion_url", "created_at", "opened_at",
 )
 CLASS_LABEL_FROZEN_COLUMNS: tuple[str, ...] = ("dataset_id", "index", "name", "prompt_name")
-# Everything but the admin-only note of where the file came from.
+# Everything but the admin-only note of where the file came from and the source file's digest (a record
+# about the file, filled in later for items imported before it existed; it changes nothing anyone sees).
 ITEM_FROZEN_COLUMNS: tuple[str, ...] = (
     "dataset_id", "code", "content_hash", "image", "split", "label_id", "width", "height",
 )

@@ -87,6 +87,11 @@ class Item(models.Model):
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     original_filename = models.CharField(max_length=500, help_text="Admin only: it can name the class.")
+    source_sha256 = models.CharField(
+        max_length=64, blank=True,
+        help_text="sha256 of the source file's bytes before re-encoding: compared with the images a model was "
+                  "trained on. Empty only for items imported before it was recorded.",
+    )
 
     class Meta:
         ordering = ["dataset", "id"]

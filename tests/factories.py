@@ -1,5 +1,6 @@
 """Test data: small generated images, datasets, studies and participants."""
 
+import hashlib
 import io
 import random
 
@@ -49,12 +50,14 @@ def make_dataset(*, n_classes: int = 3, train_per_class: int = 2, test_per_class
         for split, count in (("train", train_per_class), ("test", test_per_class)):
             for _ in range(count):
                 seed += 1
-                normalised = image_normalise(raw=image_bytes(color=PALETTE[index % len(PALETTE)], seed=seed + 1000 * dataset.pk))
+                raw = image_bytes(color=PALETTE[index % len(PALETTE)], seed=seed + 1000 * dataset.pk)
+                normalised = image_normalise(raw=raw)
                 image_store(image=normalised)
                 Item.objects.create(
                     dataset=dataset, content_hash=normalised.content_hash, image=normalised.relative_path, split=split,
                     label=label, width=normalised.width, height=normalised.height,
                     original_filename=f"{class_name.replace(' ', '_')}_{seed}.jpg",
+                    source_sha256=hashlib.sha256(raw).hexdigest(),
                 )
     return dataset
 

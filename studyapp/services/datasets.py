@@ -6,6 +6,7 @@ collected, not raised one at a time, so a researcher sees the whole list at once
 """
 
 import csv
+import hashlib
 import io
 import logging
 import tarfile
@@ -28,6 +29,8 @@ PETS_URLS = (
 )
 PETS_SPLIT_FILES = {"trainval": "trainval.txt", "test": "test.txt"}
 SPLIT_FOLDERS = {"train", "val", "test", "trainval"}
+# Unsplit sources: this share of each class is test, the rest train (see _deterministic_split).
+TEST_FRACTION = 0.2
 
 
 class DatasetImportError(Exception):
@@ -100,13 +103,16 @@ def _read_classes_file(path: Path) -> list[tuple[str, str]]:
 
 
 def _deterministic_split(images: list[SourceImage], test_fraction: float) -> list[SourceImage]:
-    """Split an unsplit source per class by sorted name, so reimports agree."""
+    """Split an unsplit source per class: the last ``test_fraction`` of its files in the order of the sha1 of
+    their relative path are test. Reimports agree, and it is the rule of the shared EuroSAT copy's 80/20
+    split, so a folder import of that copy puts in test exactly the images the house model never trains on
+    (scoring still refuses any model trained on a study's items, whatever the split)."""
     by_class: dict[str, list[SourceImage]] = {}
     for image in images:
         by_class.setdefault(image.label, []).append(image)
     out = []
     for members in by_class.values():
-        members.sort(key=lambda im: im.name)
+        members.sort(key=lambda im: hashlib.sha1(im.name.replace("\\", "/").encode()).hexdigest())
         n_test = round(len(members) * test_fraction)
         for i, image in enumerate(members):
             split = "test" if i >= len(members) - n_test else "train"
@@ -114,7 +120,7 @@ def _deterministic_split(images: list[SourceImage], test_fraction: float) -> lis
     return out
 
 
-def plan_folder(*, root: Path, test_fraction: float = 0.5) -> ImportPlan:
+def plan_folder(*, root: Path, test_fraction: float = TEST_FRACTION) -> ImportPlan:
     """`root/<class>/*` or `root/<split>/<class>/*` (split in train, val, test, trainval)."""
     top = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     has_splits = bool(top) and all(p.name in SPLIT_FOLDERS for p in top)
@@ -137,6 +143,8 @@ def plan_folder(*, root: Path, test_fraction: float = 0.5) -> ImportPlan:
         images = _deterministic_split(images, test_fraction)
     classes = [(readable_class_name(c), readable_class_name(c).lower()) for c in class_names]
     rename = dict(zip(class_names, (c[0] for c in classes), strict=True))
+    # Folder names are the class names a benchmark's copies use (e.g. EuroSAT's "SeaLake").
+    classes = _with_prompt_defaults(classes, source_names=class_names)
     images = [SourceImage(im.name, im.path, rename[im.label], im.split) for im in images]
     return ImportPlan(classes=classes, images=images, problems=problems)
 
@@ -153,7 +161,7 @@ def _csv_rows(reader: csv.DictReader, csv_path: Path):
         raise DatasetImportError(f"{csv_path.name}: line {line_no + 1}: not a valid CSV row ({exc})") from None
 
 
-def plan_csv(*, csv_path: Path, images_root: Path | None = None) -> ImportPlan:
+def plan_csv(*, csv_path: Path, images_root: Path | None = None, test_fraction: float = TEST_FRACTION) -> ImportPlan:
     """`filename,label_name[,split]`; filenames relative to images_root (default: the CSV's
     folder, or its `images/` subfolder when that exists). Nothing outside the root is ever read."""
     if images_root is None:
@@ -191,8 +199,9 @@ def plan_csv(*, csv_path: Path, images_root: Path | None = None) -> ImportPlan:
         if any(im.split for im in images):
             problems.append("the split column is empty on some rows; fill it on every row or on none")
         else:
-            images = _deterministic_split(images, 0.5)
-    return ImportPlan(classes=[(lab, lab.lower()) for lab in labels], images=images, problems=problems)
+            images = _deterministic_split(images, test_fraction)
+    return ImportPlan(classes=_with_prompt_defaults([(lab, lab.lower()) for lab in labels]), images=images,
+                      problems=problems)
 
 
 def plan_oxford_pets(*, root: Path) -> ImportPlan:
@@ -225,13 +234,26 @@ def plan_oxford_pets(*, root: Path) -> ImportPlan:
             images.append(SourceImage(path.name, path, readable_class_name(class_by_id[class_id]), split))
         else:
             absent += 1
-    classes = [(readable_class_name(class_by_id[i]),) * 2 for i in sorted(class_by_id)]
+    classes = _with_prompt_defaults([(readable_class_name(class_by_id[i]),) * 2 for i in sorted(class_by_id)])
     notes = [f"{absent} image(s) named in the official lists are absent from images/ (a partial copy)"] if absent else []
     listed = {f"{stem}.jpg" for stem in split_of}
     unlisted = sum(1 for p in (root / "images").iterdir() if p.suffix.lower() == ".jpg" and p.name not in listed)
     if unlisted:
         notes.append(f"{unlisted} image(s) in images/ are in neither trainval.txt nor test.txt and were left out")
     return ImportPlan(classes=classes, images=images, notes=notes)
+
+
+def _with_prompt_defaults(classes: list[tuple[str, str]], *, source_names: list[str] | None = None
+                          ) -> list[tuple[str, str]]:
+    """CLIP's own prompt names when the classes are a benchmark's (Oxford-IIIT Pets, EuroSAT, CIFAR-10), else
+    the given ones; clipmodel.templates holds the one table of them."""
+    from clipmodel.templates import benchmark_match  # the model stack is imported only when importing data
+
+    names = [display for display, _ in classes]
+    match = benchmark_match(names) or (benchmark_match(source_names) if source_names else None)
+    if match is None:
+        return classes
+    return [(display, prompt) for (display, _), prompt in zip(classes, match.prompt_names, strict=True)]
 
 
 def _pets_list(path: Path) -> list[tuple[str, int]]:
@@ -294,7 +316,7 @@ def dataset_import(
     skip_bad: bool = False,
     classes_file: Path | None = None,
     images_root: Path | None = None,
-    test_fraction: float = 0.5,
+    test_fraction: float = TEST_FRACTION,
     progress=None,
 ) -> ImportReport:
     """Import a dataset all-or-nothing (or, with skip_bad, everything that is valid)."""
@@ -306,7 +328,7 @@ def dataset_import(
     if fmt == Dataset.Format.FOLDER:
         plan = plan_folder(root=path, test_fraction=test_fraction)
     elif fmt == Dataset.Format.CSV:
-        plan = plan_csv(csv_path=path, images_root=images_root)
+        plan = plan_csv(csv_path=path, images_root=images_root, test_fraction=test_fraction)
     elif fmt == Dataset.Format.OXFORD_PETS:
         plan = plan_oxford_pets(root=path)
     else:
@@ -315,7 +337,7 @@ def dataset_import(
     if plan.problems and not skip_bad:
         raise DatasetImportError(f"import of {name!r} refused, nothing was written", plan.problems)
 
-    normalised: list[tuple[SourceImage, NormalisedImage]] = []
+    normalised: list[tuple[SourceImage, NormalisedImage, str]] = []
     skipped = list(plan.problems)
     seen: dict[str, str] = {}
     for i, source in enumerate(plan.images):
@@ -324,7 +346,8 @@ def dataset_import(
         if source.label not in {c[0] for c in classes}:
             continue
         try:
-            image = image_normalise(raw=source.path.read_bytes())
+            raw = source.path.read_bytes()
+            image = image_normalise(raw=raw)
         except ImageRejected as exc:
             skipped.append(f"{source.name}: {exc}")
             continue
@@ -335,10 +358,11 @@ def dataset_import(
             skipped.append(f"{source.name}: duplicate content of {seen[image.content_hash]}")
             continue
         seen[image.content_hash] = source.name
-        normalised.append((source, image))
+        # The source file's own digest: what a model's training record is compared with (import re-encodes).
+        normalised.append((source, image, hashlib.sha256(raw).hexdigest()))
     if skipped and not skip_bad:
         raise DatasetImportError(f"import of {name!r} refused, nothing was written", skipped)
-    surviving = {source.label for source, _ in normalised}
+    surviving = {source.label for source, _, _ in normalised}
     empty = [c for c, _ in classes if c not in surviving]
     if empty:
         raise DatasetImportError(
@@ -350,7 +374,8 @@ def dataset_import(
 
 
 def _write_dataset(
-    *, name: str, path: Path, fmt: str, classes: list[tuple[str, str]], images: list[tuple[SourceImage, NormalisedImage]]
+    *, name: str, path: Path, fmt: str, classes: list[tuple[str, str]],
+    images: list[tuple[SourceImage, NormalisedImage, str]],
 ) -> Dataset:
     created_files = []
     try:
@@ -361,14 +386,14 @@ def _write_dataset(
                 for i, (display, prompt) in enumerate(classes)
             }
             rows = []
-            for source, image in images:
+            for source, image, source_sha256 in images:
                 if not image_path(relative_path=image.relative_path).exists():
                     created_files.append(image_store(image=image))
                 rows.append(
                     Item(
                         dataset=dataset, content_hash=image.content_hash, image=image.relative_path,
                         split=source.split, label=labels[source.label], width=image.width, height=image.height,
-                        original_filename=source.name,
+                        original_filename=source.name, source_sha256=source_sha256,
                     )
                 )
             Item.objects.bulk_create(rows, batch_size=500)
@@ -379,6 +404,22 @@ def _write_dataset(
         _remove(created_files)
         raise
     return dataset
+
+
+def dataset_fill_source_hashes(*, dataset: Dataset, images_root: Path) -> int:
+    """Record ``source_sha256`` for items imported before it existed, from their files under ``images_root``;
+    a file is accepted only if it still normalises to the item's stored image. Returns items filled."""
+    filled = 0
+    for item in dataset.items.filter(source_sha256="").only("pk", "content_hash", "original_filename"):
+        path = _inside(images_root, item.original_filename)
+        try:
+            raw = path.read_bytes() if path else b""
+            same = raw and image_normalise(raw=raw).content_hash == item.content_hash
+        except (OSError, ImageRejected):
+            same = False
+        if same:
+            filled += Item.objects.filter(pk=item.pk, source_sha256="").update(source_sha256=hashlib.sha256(raw).hexdigest())
+    return filled
 
 
 def _remove(paths: list[Path]) -> None:

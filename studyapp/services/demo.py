@@ -1,13 +1,13 @@
 """The demo: real Pets and EuroSAT images, two studies with three conditions each.
 
 The shared partial copy of Oxford-IIIT Pet has official test images for only 3 breeds, so the
-demo holds out a few images of every breed as its test items ("demo split") and draws the shots
-from the rest. The house model is trained only on images no study uses as test items.
+demo holds out a few images of every breed as its test items ("demo split") and two more per breed as
+the shots. Which images those are is decided in clipmodel.demo_split (framework-free), so the house
+model leaves every image of both demo datasets out of its training, with or without a database.
 """
 
 import csv
 import logging
-import random
 import urllib.request
 import zipfile
 from dataclasses import dataclass
@@ -15,8 +15,9 @@ from pathlib import Path
 
 from django.conf import settings
 
+from clipmodel.demo_split import eurosat_demo_split, pets_demo_split, read_rows
 from studyapp.models import Dataset, Study
-from studyapp.services.datasets import DatasetImportError, dataset_import, pets_download
+from studyapp.services.datasets import DatasetImportError, dataset_fill_source_hashes, dataset_import, pets_download
 from studyapp.services.studies import study_create, study_open
 
 logger = logging.getLogger(__name__)
@@ -24,9 +25,6 @@ logger = logging.getLogger(__name__)
 EUROSAT_URL = "https://zenodo.org/records/7711810/files/EuroSAT_RGB.zip"
 PETS_DATASET = "Oxford-IIIT Pet (demo split)"
 EUROSAT_DATASET = "EuroSAT RGB (demo subset)"
-PETS_TEST_PER_CLASS = 5
-EUROSAT_TEST_PER_CLASS = 10
-EUROSAT_TRAIN_PER_CLASS = 10
 
 PETS_INSTRUCTIONS = (
     "You will see photos of cats and dogs. Pick the breed of each animal from the 37 choices. "
@@ -75,8 +73,7 @@ def _download_demo_data(*, dest: Path) -> Path:
 
 
 def _manifest(root: Path) -> list[dict]:
-    with (root / "manifest.csv").open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    return read_rows(root / "manifest.csv")
 
 
 def _manifest_from_folders(root: Path) -> list[dict]:
@@ -98,24 +95,11 @@ def _write_subset(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def pets_demo_rows(*, pets_root: Path, seed: int = 2021) -> list[dict]:
-    """Per breed: PETS_TEST_PER_CLASS test items (official test images first), the rest train."""
-    rng = random.Random(seed)
+def pets_demo_rows(*, pets_root: Path) -> list[dict]:
+    """Per breed: the demo's test items (official test images first), then its two shots."""
     if (pets_root / "manifest.csv").is_file():
-        rows = [r for r in _manifest(pets_root) if r["split"] in ("trainval", "test")]
-    else:
-        rows = _pets_rows_from_lists(pets_root)
-    by_label: dict[str, list[dict]] = {}
-    for row in rows:
-        by_label.setdefault(row["label"], []).append(row)
-    out = []
-    for label in sorted(by_label, key=int):
-        members = sorted(by_label[label], key=lambda r: r["filename"])
-        rng.shuffle(members)
-        members.sort(key=lambda r: r["split"] != "test")  # stable: official test images first, shuffled
-        for i, row in enumerate(members):
-            out.append({**row, "split": "test" if i < PETS_TEST_PER_CLASS else "train"})
-    return out
+        return pets_demo_split(_manifest(pets_root))
+    return pets_demo_split(_pets_rows_from_lists(pets_root))
 
 
 def _pets_rows_from_lists(pets_root: Path) -> list[dict]:
@@ -127,24 +111,16 @@ def _pets_rows_from_lists(pets_root: Path) -> list[dict]:
             for im in plan.images]
 
 
-def eurosat_demo_rows(*, eurosat_root: Path, seed: int = 2019) -> list[dict]:
-    rng = random.Random(seed)
+def eurosat_demo_rows(*, eurosat_root: Path) -> list[dict]:
     rows = _manifest(eurosat_root) if (eurosat_root / "manifest.csv").is_file() else _manifest_from_folders(eurosat_root)
-    out = []
-    for split, n in (("test", EUROSAT_TEST_PER_CLASS), ("train", EUROSAT_TRAIN_PER_CLASS)):
-        by_label: dict[str, list[dict]] = {}
-        for row in rows:
-            if row["split"] == split:
-                by_label.setdefault(row["label"], []).append(row)
-        for label in sorted(by_label, key=int):
-            members = sorted(by_label[label], key=lambda r: r["filename"])
-            out.extend(rng.sample(members, min(n, len(members))))
-    return out
+    return eurosat_demo_split(rows)
 
 
 def _dataset(*, name: str, rows: list[dict], images_root: Path) -> Dataset:
     existing = Dataset.objects.filter(name=name).first()
     if existing:
+        # Imported before items recorded their source file's digest: record it now (scoring needs it).
+        dataset_fill_source_hashes(dataset=existing, images_root=images_root)
         return existing
     subset = _write_subset(rows, settings.VAR_DIR / "demo" / f"{name.split()[0].lower()}.csv")
     return dataset_import(name=name, path=subset, fmt=Dataset.Format.CSV, images_root=images_root).dataset
@@ -170,16 +146,3 @@ def demo_setup(*, data_root: Path) -> DemoStudies:
     eurosat = _study(dataset=eurosat_dataset, title="EuroSAT: a specialised domain", seed=10,
                      instructions=EUROSAT_INSTRUCTIONS, **common)
     return DemoStudies(pets=pets, eurosat=eurosat)
-
-
-def demo_test_filenames(*, data_root: Path) -> dict[str, set[str]]:
-    """Source filenames used as test items by any study, per demo data folder: the house model must
-    never train on them."""
-    from studyapp.models import StudyItem
-
-    out: dict[str, set[str]] = {"oxford_pets": set(), "eurosat": set(), "cifar10": set()}
-    for dataset_name, filename in StudyItem.objects.values_list("study__dataset__name", "item__original_filename"):
-        key = "oxford_pets" if dataset_name == PETS_DATASET else "eurosat" if dataset_name == EUROSAT_DATASET else None
-        if key:
-            out[key].add(filename)
-    return out

@@ -1,5 +1,6 @@
 """Fixtures for clipmodel tests: CPU only, a tiny random open_clip model, generated images. No Django."""
 
+import csv
 import json
 import os
 
@@ -52,3 +53,27 @@ def image_files(tmp_path_factory) -> list:
         Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
         paths.append(path)
     return paths
+
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+@pytest.fixture(scope="session")
+def toy_root(tmp_path_factory):
+    """A tiny dataset in the shared-data layout: 3 colour classes, 14 train and 3 test images each."""
+    root = tmp_path_factory.mktemp("toydata")
+    images = root / "toy" / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, (name, rgb) in enumerate(COLOURS.items()):
+        for i in range(17):
+            pixels = np.clip(np.array(rgb) + rng.normal(0, 25, (40, 40, 3)), 0, 255).astype(np.uint8)
+            filename = f"{name}_{i}.png"
+            Image.fromarray(pixels).save(images / filename)
+            rows.append({"filename": filename, "label": label, "label_name": name, "split": "test" if i < 3 else "train"})
+    with open(root / "toy" / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["filename", "label", "label_name", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root

@@ -2,10 +2,11 @@ import pytest
 import torch
 
 import clipmodel
-from clipmodel.templates import EUROSAT_TEMPLATES, IMAGENET_TEMPLATES, PETS_TEMPLATES
+from clipmodel.templates import BENCHMARKS, EUROSAT_TEMPLATES, IMAGENET_TEMPLATES, PETS_TEMPLATES
 from clipmodel.zeroshot import ensemble_text_embeddings
 
 CLASSES = ["cat", "dog", "bird"]
+PETS = list(BENCHMARKS[0].classes)
 TEMPLATES = ["a photo of a {}.", "a drawing of a {}."]
 
 
@@ -34,7 +35,7 @@ def test_zero_shot_classifier_equals_hand_computation(tiny_clip):
 def test_ensembling_normalises_each_template_embedding_before_averaging():
     # Class 0: a long and a short embedding; averaging raw vectors would lean to the long one.
     embeddings = torch.tensor([[[3.0, 0.0], [0.0, 1.0]], [[0.0, 2.0], [0.0, 5.0]]])
-    weights = ensemble_text_embeddings(embeddings)
+    weights = ensemble_text_embeddings(list(embeddings))
     half = 2**-0.5
     torch.testing.assert_close(weights, torch.tensor([[half, 0.0], [half, 1.0]]))
 
@@ -70,21 +71,38 @@ def test_user_templates_are_validated():
             clipmodel.validate_templates(bad)
 
 
-def test_eurosat_prompt_classnames_follow_label_order():
-    names = clipmodel.classnames_for(
-        "eurosat",
-        [
-            "Annual Crop",
-            "Forest",
-            "Herbaceous Vegetation",
-            "Highway",
-            "Industrial",
-            "Pasture",
-            "Permanent Crop",
-            "Residential",
-            "River",
-            "Sea Lake",
-        ],
-    )
-    assert names[0] == "annual crop land" and names[2] == "brushland or shrubland" and names[9] == "lake or sea"
-    assert clipmodel.classnames_for("oxford_pets", ["Abyssinian", "Beagle"]) == ["Abyssinian", "Beagle"]
+EUROSAT_FOLDERS = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture",
+                   "PermanentCrop", "Residential", "River", "SeaLake"]
+
+
+def test_eurosat_classes_get_clips_prompt_names_in_the_datasets_own_class_order():
+    match = clipmodel.benchmark_match(list(reversed(EUROSAT_FOLDERS)))
+    assert match.benchmark.key == "eurosat" and match.benchmark.templates == EUROSAT_TEMPLATES
+    assert match.prompt_names == list(reversed([
+        "annual crop land", "forest", "brushland or shrubland", "highway or road",
+        "industrial buildings or commercial buildings", "pasture land", "permanent crop land",
+        "residential buildings or homes or apartments", "river", "lake or sea",
+    ]))
+    # The shared manifest's label names ("Sea Lake") are the same classes.
+    spaced = ["Annual Crop", "Forest", "Herbaceous Vegetation", "Highway", "Industrial", "Pasture", "Permanent Crop",
+              "Residential", "River", "Sea Lake"]
+    assert clipmodel.benchmark_match(spaced).prompt_names[9] == "lake or sea"
+
+
+def test_pets_and_cifar10_classes_get_clips_names_and_templates_and_anything_else_the_generic_ones():
+    pets = clipmodel.benchmark_match(["american_pit_bull_terrier"] + [n for n in PETS if n != "american pit bull terrier"])
+    assert pets.benchmark.key == "oxford-pets" and pets.prompt_names[0] == "american pit bull terrier"
+    assert pets.benchmark.templates == PETS_TEMPLATES
+    cifar = clipmodel.benchmark_match(["truck", "ship", "horse", "frog", "dog", "deer", "cat", "bird", "automobile",
+                                       "airplane"])
+    assert cifar.benchmark.key == "cifar10" and len(cifar.benchmark.templates) == 18
+    # A subset, an extra class or a near miss is not the benchmark.
+    assert clipmodel.benchmark_match(EUROSAT_FOLDERS[:9]) is None
+    assert clipmodel.benchmark_match([*EUROSAT_FOLDERS, "Glacier"]) is None
+    assert clipmodel.benchmark_match(["Abyssinian", "Beagle"]) is None
+    assert clipmodel.prompt_defaults(["Red Square", "Blue"]) == (["red square", "blue"], IMAGENET_TEMPLATES)
+
+
+def test_class_prompts_are_the_exact_strings_per_class():
+    assert clipmodel.class_prompts(classnames=["cat", "dog"], templates=["a {}.", "the {}!"]) == [
+        ["a cat.", "the cat!"], ["a dog.", "the dog!"]]

@@ -35,6 +35,17 @@ def tiny_house_checkpoint(tmp_path_factory) -> Path:
     return write_tiny_checkpoint(tmp_path_factory.mktemp("house") / "house.pt", model_name=clipmodel.HOUSE_MODEL_NAME)
 
 
+@pytest.fixture
+def eager_celery():
+    """Tasks run in this process when sent (still through Celery's task machinery and failure callback)."""
+    from evaluator.celery_app import app
+
+    old = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield app
+    app.conf.task_always_eager = old
+
+
 @pytest.fixture(autouse=True)
 def _feature_cache(settings, tmp_path):
     """Each test its own feature cache and a fresh process cache, so encode counts start from zero."""

@@ -15,10 +15,17 @@ def score_all(run: ModelRun, **kwargs) -> list[str]:
     return outcomes
 
 
+def expected_answers(run: ModelRun) -> set[tuple[int, str, int]]:
+    """(condition, method, item) of every answer the run must give: zero-shot once, few-shot once per method."""
+    items = set(StudyItem.objects.filter(study=run.study).values_list("item_id", flat=True))
+    keys = [(c.pk, m) for c in run.study.conditions.filter(shots__in=run.condition_shots)
+            for m in ([""] if c.shots == 0 else run.fewshot_methods)]
+    return {(c, m, i) for c, m in keys for i in items}
+
+
 def assert_scored_exactly_once(run: ModelRun) -> None:
     run.refresh_from_db()
-    items = set(StudyItem.objects.filter(study=run.study).values_list("item_id", flat=True))
-    conditions = set(run.study.conditions.filter(shots__in=run.condition_shots).values_list("pk", flat=True))
-    pairs = list(ModelPrediction.objects.filter(run=run).values_list("condition_id", "item_id"))
-    assert len(pairs) == len(set(pairs)) == run.items_total == len(items) * len(conditions)
-    assert set(pairs) == {(c, i) for c in conditions for i in items}
+    answers = list(ModelPrediction.objects.filter(run=run).values_list("condition_id", "method", "item_id"))
+    expected = expected_answers(run)
+    assert len(answers) == len(set(answers)) == run.items_total == len(expected)
+    assert set(answers) == expected

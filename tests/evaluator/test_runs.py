@@ -4,37 +4,33 @@ import io
 import json
 
 import pytest
+import torch
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 import clipmodel
+from clipmodel.fewshot import DEFAULT_C, DEFAULT_PRIOR_LAMBDA
 from evaluator.celery_app import app
+from evaluator.errors import ScoringSetupError
 from evaluator.models import ModelPrediction, ModelRun, ScoringChunk
 from evaluator.selectors import model_trials
 from evaluator.services import (
     ModelSpec,
     RunExists,
-    ScoringSetupError,
     default_templates,
     model_run_default_name,
     model_run_score_chunk,
     model_spec_resolve,
+    study_benchmark,
 )
 from evaluator.tasks import score_chunk
-from studyapp.models import Dataset, StudyItem
+from studyapp.models import ClassLabel, Dataset, StudyItem
+from studyapp.services.images import image_path
 from tests.evaluator.helpers import assert_scored_exactly_once, create_run, score_all
 from tests.factories import make_dataset, make_study
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def eager_celery():
-    old = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield app
-    app.conf.task_always_eager = old
 
 
 def test_a_house_model_run_is_named_as_the_house_model_and_never_as_clip(tiny_house_checkpoint):
@@ -73,13 +69,40 @@ def test_model_choices_that_cannot_be_one_reproducible_model_are_refused(tmp_pat
         model_spec_resolve(model_name="ViT-B-32", pretrained="openai", checkpoint=str(tmp_path / "x.pt"))
 
 
+PETS_BREEDS = [
+    "Abyssinian", "American Bulldog", "American Pit Bull Terrier", "Basset Hound", "Beagle", "Bengal", "Birman",
+    "Bombay", "Boxer", "British Shorthair", "Chihuahua", "Egyptian Mau", "English Cocker Spaniel", "English Setter",
+    "German Shorthaired", "Great Pyrenees", "Havanese", "Japanese Chin", "Keeshond", "Leonberger", "Maine Coon",
+    "Miniature Pinscher", "Newfoundland", "Persian", "Pomeranian", "Pug", "Ragdoll", "Russian Blue", "Saint Bernard",
+    "Samoyed", "Scottish Terrier", "Shiba Inu", "Siamese", "Sphynx", "Staffordshire Bull Terrier", "Wheaten Terrier",
+    "Yorkshire Terrier",
+]
+
+
 def test_pets_studies_get_the_clip_paper_pets_prompt_and_prompt_names_in_class_index_order(tiny_checkpoint):
-    dataset = make_dataset(name="Oxford-IIIT Pet (demo split)", class_names=["Abyssinian", "Beagle", "Bengal"])
+    dataset = make_dataset(name="any name", class_names=PETS_BREEDS, train_per_class=2, test_per_class=1)
+    # Prompt names as an import sets them for Pets (CLIP's), in an order unlike the class order.
+    for label in dataset.classes.all():
+        ClassLabel.objects.filter(pk=label.pk).update(prompt_name=f"breed {36 - label.index}")
     study = make_study(dataset=dataset)
 
     assert default_templates(study=study) == ("a photo of a {}, a type of pet.",)
-    run = create_run(study, tiny_checkpoint, templates=None)
+    run = create_run(study, tiny_checkpoint, templates=None, conditions=[0])
     assert run.templates == ["a photo of a {}, a type of pet."]
+    assert run.prompts == [[f"a photo of a breed {36 - i}, a type of pet."] for i in range(37)]
+    score_all(run)  # scored with exactly those prompts, column i = class index i
+    clip = clipmodel.load_clip(checkpoint=tiny_checkpoint)
+    weights = clipmodel.prompt_weights(clip=clip, prompts=run.prompts)
+    prediction = ModelPrediction.objects.filter(run=run).select_related("item").first()
+    features = clipmodel.encode_images(clip=clip, images=[image_path(relative_path=prediction.item.image)])
+    expected = clipmodel.zero_shot_probs(image_features=features, text_weights=weights, logit_scale=clip.logit_scale)
+    assert torch.allclose(torch.tensor(prediction.probs), expected[0], atol=1e-5)
+
+
+def test_a_study_of_a_subset_of_a_benchmarks_classes_gets_the_generic_templates(tiny_checkpoint):
+    study = make_study(dataset=make_dataset(class_names=["Abyssinian", "Beagle", "Bengal"]))
+    assert default_templates(study=study) == clipmodel.templates_for(None)
+    assert study_benchmark(study=study) is None
 
 
 def test_a_templates_file_is_validated_and_used(tiny_checkpoint, tmp_path):
@@ -164,17 +187,21 @@ def test_model_trials_gives_one_row_per_answer_in_the_shared_trial_schema(tiny_c
 
     rows = model_trials(study=study)
 
-    assert len(rows) == run.items_total - 3  # the corrupt item has no answer in any condition
-    assert {row["subject"] for row in rows} == {run.name}
+    assert len(rows) == run.items_total - 5  # the corrupt item has no answer in any condition or method
+    # One subject in zero-shot, one per few-shot method in the one- and two-shot conditions.
+    probe = f"{run.name} · linear probe (paper, C={DEFAULT_C:g})"
+    prior = f"{run.name} · zero-shot prior (λ={DEFAULT_PRIOR_LAMBDA:g})"
+    assert {(row["subject"], row["condition"]) for row in rows} == {
+        (run.name, "zero-shot"), (probe, "one-shot"), (probe, "two-shot"), (prior, "one-shot"), (prior, "two-shot")}
     assert unfinished.name not in {row["subject"] for row in rows}
     assert set(rows[0]) == {"subject", "subject_kind", "condition", "item", "target", "response", "rt_ms",
                             "p_target", "p_response"}
-    by_key = {(r["condition"], r["item"]): r for r in rows}
-    prediction = ModelPrediction.objects.filter(run=run, condition__shots=1, predicted__isnull=False).select_related(
-        "item__label", "predicted").first()
-    row = by_key[("one-shot", str(prediction.item.code))]
+    by_key = {(r["subject"], r["condition"], r["item"]): r for r in rows}
+    prediction = ModelPrediction.objects.filter(run=run, condition__shots=1, method="linear-probe",
+                                                predicted__isnull=False).select_related("item__label", "predicted").first()
+    row = by_key[(probe, "one-shot", str(prediction.item.code))]
     assert row == {
-        "subject": run.name, "subject_kind": "model", "condition": "one-shot", "item": str(prediction.item.code),
+        "subject": probe, "subject_kind": "model", "condition": "one-shot", "item": str(prediction.item.code),
         "target": prediction.item.label.name, "response": prediction.predicted.name, "rt_ms": None,
         "p_target": prediction.p_target, "p_response": prediction.p_predicted,
     }
@@ -204,7 +231,7 @@ def test_score_study_without_waiting_queues_every_chunk_once_committed(
                      "--conditions", "zero-shot,two-shot", "--fewshot", "prototype", "--no-wait", stdout=out)
     run = ModelRun.objects.get(study=study)
     assert sorted(sent) == sorted(run.chunks.values_list("pk", flat=True)) and len(sent) == 3
-    assert run.condition_shots == [0, 2] and run.fewshot_method == "prototype" and run.chunk_size == 5
+    assert run.condition_shots == [0, 2] and run.fewshot_methods == ["prototype"] and run.chunk_size == 5
     assert f"run {run.code} created" in out.getvalue()
 
 
@@ -226,7 +253,7 @@ def test_score_study_waits_and_reports_a_finished_run(tiny_checkpoint, eager_cel
                  stdout=out, stderr=io.StringIO())
     run = ModelRun.objects.get(study=study)
     assert run.status == ModelRun.Status.DONE
-    assert f"run {run.code} done: 36/36 predictions, 0 failed item(s)" in out.getvalue()
+    assert f"run {run.code} done: 60/60 predictions, 0 failed item(s)" in out.getvalue()  # 12 items x 5 answers
 
 
 @pytest.mark.django_db(transaction=True)  # on_commit fires while the command waits
@@ -292,7 +319,7 @@ def test_run_progress_json_and_page_show_the_progress_to_staff(staff_client, tin
 
     data = json.loads(staff_client.get(reverse("evaluator:run_progress_json", args=[run.code])).content)
 
-    assert (data["status"], data["items_done"], data["items_total"]) == ("running", 12, 36)
+    assert (data["status"], data["items_done"], data["items_total"]) == ("running", 4 * 5, 12 * 5)
     assert {"rate_items_per_s", "eta_s", "items_failed", "percent"} <= set(data)
     page = staff_client.get(reverse("evaluator:run_progress", args=[run.code]))
     assert page.status_code == 200 and run.name in page.content.decode()
@@ -309,11 +336,11 @@ def test_the_admin_scores_a_study_lists_progress_and_cancels(staff_client, tiny_
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(add_url, {
             "study": study.pk, "source": "checkpoint", "checkpoint": str(tiny_checkpoint), "conditions": ["0", "1"],
-            "fewshot_method": "linear-probe", "templates": "a photo of a {}.", "name": "", "device": "cpu",
+            "fewshot_methods": ["linear-probe"], "templates": "a photo of a {}.", "name": "", "device": "cpu",
         })
     assert response.status_code == 302, response.content.decode()[:2000]
     run = ModelRun.objects.get(study=study)
-    assert (run.condition_shots, run.fewshot_method, run.device_request) == ([0, 1], "linear-probe", "cpu")
+    assert (run.condition_shots, run.fewshot_methods, run.device_request) == ([0, 1], ["linear-probe"], "cpu")
     assert len(sent) == run.chunks.count()
 
     changelist = staff_client.get(reverse("admin:evaluator_modelrun_changelist")).content.decode()
@@ -328,7 +355,7 @@ def test_the_admin_form_explains_a_house_model_that_is_not_trained_yet(staff_cli
     settings.DEMO_DATA = str(tmp_path / "no-data")  # no training data, no cached house model
     study = make_study()
     response = staff_client.post(reverse("admin:evaluator_modelrun_add"), {
-        "study": study.pk, "source": "house", "conditions": ["0"], "fewshot_method": "zero-shot-prior", "device": "auto",
+        "study": study.pk, "source": "house", "conditions": ["0"], "device": "auto",
     })
     assert response.status_code == 200
     assert "house model is not trained yet" in response.content.decode()
@@ -353,3 +380,40 @@ def test_score_study_fails_fast_when_redis_is_unreachable_and_leaves_the_run_pen
                      stderr=io.StringIO())
     run = ModelRun.objects.get(study=study)
     assert run.status == ModelRun.Status.PENDING and run.chunks.filter(status="pending").count() == 1
+
+
+def _lookup_missing_the_first_time(monkeypatch):
+    """As when two requests create the same run at once: the second looked before the first had committed."""
+    import evaluator.services as services
+
+    real, calls = services._existing_run, []
+
+    def racing(*, study, name):
+        calls.append(name)
+        return None if len(calls) == 1 else real(study=study, name=name)
+
+    monkeypatch.setattr(services, "_existing_run", racing)
+
+
+def test_two_runs_created_with_the_same_name_at_once_give_run_exists_and_not_a_database_error(tiny_checkpoint,
+                                                                                             monkeypatch):
+    study = make_study()
+    first = create_run(study, tiny_checkpoint)
+    _lookup_missing_the_first_time(monkeypatch)
+    with pytest.raises(RunExists) as exc:
+        create_run(study, tiny_checkpoint)
+    assert exc.value.run == first and ModelRun.objects.filter(study=study).count() == 1
+    assert first.chunks.count() == ScoringChunk.objects.count()  # nothing of the refused run was kept
+
+
+def test_the_admin_answers_a_concurrent_duplicate_run_with_the_run_exists_message(staff_client, tiny_checkpoint,
+                                                                                 monkeypatch):
+    study = make_study()
+    create_run(study, tiny_checkpoint, name="same name")
+    _lookup_missing_the_first_time(monkeypatch)
+    response = staff_client.post(reverse("admin:evaluator_modelrun_add"), {
+        "study": study.pk, "source": "checkpoint", "checkpoint": str(tiny_checkpoint), "conditions": ["0"],
+        "fewshot_methods": ["linear-probe"], "name": "same name", "device": "cpu",
+    })
+    assert response.status_code == 200
+    assert "study already has a run named &#x27;same name&#x27;" in response.content.decode()

@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import clipmodel
+from clipmodel.fewshot import DEFAULT_C, DEFAULT_PRIOR_LAMBDA
 from evaluator import scoring
 from evaluator.models import ModelPrediction, ModelRun, ScoringChunk
 from evaluator.selectors import model_run_progress
@@ -19,7 +20,8 @@ from evaluator.services import (
     model_run_score_chunk,
     model_runs_sweep,
 )
-from studyapp.models import ShotExample, StudyItem
+from evaluator.tasks import score_chunk
+from studyapp.models import ClassLabel, Item, ShotExample, StudyItem
 from studyapp.services.images import image_path
 from tests.evaluator.helpers import assert_scored_exactly_once, create_run, score_all
 from tests.factories import make_dataset, make_study
@@ -49,13 +51,15 @@ def test_a_run_scores_every_item_once_in_every_condition_with_the_probability_of
 def test_the_run_records_what_model_scored_it_and_how(tiny_checkpoint):
     study = make_study()
     run = create_run(study, tiny_checkpoint, templates=["a photo of a {}.", "a {} in a picture."],
-                     fewshot_method="prototype")
+                     fewshot_methods=["prototype"])
     score_all(run)
 
     assert run.fingerprint == clipmodel.load_clip(checkpoint=tiny_checkpoint).fingerprint
     assert run.fingerprint_info["checkpoint_sha256"]
     assert run.templates == ["a photo of a {}.", "a {} in a picture."]
-    assert run.fewshot_method == "prototype"
+    # The exact prompt strings, by class index, from each class's prompt name.
+    assert run.prompts == [[f"a photo of a {n}.", f"a {n} in a picture."] for n in ("class a", "class b", "class c")]
+    assert run.fewshot_methods == ["prototype"] and run.fewshot_params == {"prototype": {}}
     assert run.device == "cpu" and run.dtype == "fp32"
     assert {"torch", "open_clip", "python"} <= set(run.versions)
     assert run.started_at <= run.finished_at
@@ -75,8 +79,12 @@ def test_one_and_two_shot_classifiers_are_fitted_on_exactly_the_shots_the_partic
     score_all(run)
 
     clip = clipmodel.load_clip(checkpoint=tiny_checkpoint)
-    assert [call["method"] for call in fitted] == ["zero-shot-prior", "zero-shot-prior"]
-    for call, condition in zip(fitted, study.conditions.filter(shots__gt=0).order_by("shots"), strict=True):
+    # Both default subjects in each few-shot condition, with the hyperparameters the run recorded.
+    assert [call["method"] for call in fitted] == ["linear-probe", "zero-shot-prior"] * 2
+    assert run.fewshot_params == {"linear-probe": {"C": DEFAULT_C}, "zero-shot-prior": {"lambda": DEFAULT_PRIOR_LAMBDA}}
+    assert [(call["C"], call["prior_lambda"]) for call in fitted] == [(DEFAULT_C, None), (None, DEFAULT_PRIOR_LAMBDA)] * 2
+    conditions = study.conditions.filter(shots__gt=0).order_by("shots")
+    for call, condition in zip(fitted, [c for c in conditions for _ in range(2)], strict=True):
         shots = list(ShotExample.objects.filter(condition=condition).select_related("item", "label")
                      .order_by("label__index", "rank"))
         assert len(shots) == 3 * condition.shots  # 3 classes
@@ -107,7 +115,7 @@ def test_the_second_and_third_conditions_reuse_the_first_conditions_image_embedd
     assert sorted(encoded) == sorted(test_images | shot_images)
 
     encoded.clear()
-    second = create_run(study, tiny_checkpoint, name="tiny again", fewshot_method="linear-probe")
+    second = create_run(study, tiny_checkpoint, name="tiny again", fewshot_methods=["prototype"])
     score_all(second)
     assert encoded == []  # the feature cache answers every image of a second run of the same model
     assert_scored_exactly_once(second)
@@ -236,7 +244,7 @@ def test_cancelling_stops_the_run_after_the_current_chunk_and_resuming_scores_th
     assert model_run_cancel(run=run)
     assert [model_run_score_chunk(chunk_id=pk) for pk in chunks[1:]] == ["skipped"] * (len(chunks) - 1)
     assert run.status == ModelRun.Status.CANCELLED
-    assert ModelPrediction.objects.filter(run=run).count() == 3 * 3
+    assert ModelPrediction.objects.filter(run=run).count() == 3 * 5  # 3 items x (zero-shot + 2 methods x 2 conditions)
 
     assert model_run_resume(run=run) == len(chunks) - 1
     score_all(run)
@@ -267,18 +275,23 @@ def test_a_corrupt_image_gives_its_item_an_error_and_the_rest_of_the_run_complet
     assert run.status == ModelRun.Status.DONE
     assert_scored_exactly_once(run)
     failed = ModelPrediction.objects.filter(run=run, item=broken)
-    assert failed.count() == 3
+    assert failed.count() == 5  # zero-shot, and two methods in each of the one- and two-shot conditions
     assert all(p.predicted_id is None and p.p_target is None and "corrupt" in p.error for p in failed)
     assert not ModelPrediction.objects.filter(run=run, predicted__isnull=True).exclude(item=broken).exists()
-    assert model_run_progress(run=run)["items_failed"] == 3
+    assert model_run_progress(run=run)["items_failed"] == 5
 
 
-def test_a_worker_that_loads_different_weights_fails_the_run_instead_of_mixing_two_models(tiny_checkpoint):
+def test_a_worker_that_loads_different_weights_fails_the_run_instead_of_mixing_two_models(tiny_checkpoint, eager_celery):
     run = create_run(make_study(), tiny_checkpoint, chunk_size=4)
     ModelRun.objects.filter(pk=run.pk).update(fingerprint="tiny-test:sha256-000000000000:oc3.3.0")
-    chunk = run.chunks.first()
-    with pytest.raises(scoring.ScoringError, match="weights changed"):
-        model_run_score_chunk(chunk_id=chunk.pk)
+    chunk = run.chunks.order_by("index").first()
+
+    result = score_chunk.delay(chunk.pk)  # as a worker runs it: the failure callback fails the run
+
+    assert result.failed() and isinstance(result.result, scoring.ScoringError)
+    run.refresh_from_db()
+    assert run.status == ModelRun.Status.FAILED and "weights changed" in run.error
+    assert not ModelPrediction.objects.filter(run=run).exists()  # nothing of the other model was written
 
 
 def test_progress_counts_done_and_failed_items_and_estimates_the_rest(tiny_checkpoint):
@@ -289,13 +302,26 @@ def test_progress_counts_done_and_failed_items_and_estimates_the_rest(tiny_check
     progress = model_run_progress(run=run)
 
     assert progress["status"] == "running"
-    assert (progress["items_done"], progress["items_total"]) == (12, 36)
+    # 12 items, each answered once in zero-shot and by two methods in each of the one- and two-shot conditions.
+    assert (progress["items_done"], progress["items_total"]) == (4 * 5, 12 * 5)
     assert (progress["chunks_done"], progress["chunks_total"]) == (1, 3)
     assert progress["rate_items_per_s"] > 0 and progress["eta_s"] > 0
 
 
 def test_the_class_columns_follow_the_class_index_even_when_labels_were_created_out_of_order(tiny_checkpoint):
     dataset = make_dataset(class_names=["Zebra", "Aardvark", "Moose"])
+    # Re-create the labels so that their primary keys run against their indices: Moose, Aardvark, Zebra.
+    labels = list(dataset.classes.order_by("index"))
+    originals = {label.index: label for label in labels}
+    for index in (2, 1, 0):
+        old = originals[index]
+        new = ClassLabel.objects.create(dataset=dataset, index=100 + index, name=f"{old.name} new",
+                                        prompt_name=old.prompt_name)
+        Item.objects.filter(label=old).update(label=new)
+        old.delete()
+        ClassLabel.objects.filter(pk=new.pk).update(index=index, name=old.name)
+    by_pk = list(dataset.classes.order_by("pk").values_list("index", flat=True))
+    assert by_pk == [2, 1, 0]  # created out of index order
     run = create_run(make_study(dataset=dataset), tiny_checkpoint)
     score_all(run)
     clip = clipmodel.load_clip(checkpoint=tiny_checkpoint)

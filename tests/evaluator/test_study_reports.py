@@ -87,3 +87,25 @@ def test_the_admin_shows_the_report_page_to_staff_only(scored_study, client, adm
     response = client.get(url)
     assert response.status_code == 200
     assert b"Table 2" in response.content and b"house model (test)" in response.content
+
+
+def test_the_report_header_names_the_benchmark_and_lists_every_runs_exact_prompts(tiny_checkpoint):
+    from evaluator.study_reports import study_report_meta
+    from tests.evaluator.helpers import create_run, score_all
+
+    folders = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture", "PermanentCrop",
+               "Residential", "River", "SeaLake"]
+    study = make_study(dataset=make_dataset(class_names=folders, train_per_class=2, test_per_class=1))
+    run = create_run(study, tiny_checkpoint, templates=None, conditions=[0])
+    score_all(run)
+    other = make_study(dataset=make_dataset(n_classes=2, train_per_class=2, test_per_class=1))
+
+    meta = study_report_meta(study=study)
+
+    assert meta["benchmark"] == "eurosat" and "benchmark" not in study_report_meta(study=other)
+    assert len(meta["prompts"]) == 10
+    assert meta["prompts"][9] == {"model": run.name, "class": "SeaLake", "prompts": [
+        "a centered satellite photo of sealake.", "a centered satellite photo of a sealake.",
+        "a centered satellite photo of the sealake."]}
+    assert meta["model_notes"] == [f"{run.name}: training data unknown (a checkpoint that records no training data "
+                                   "(tiny.pt)): see the CLIP paper §5 on data overlap"]

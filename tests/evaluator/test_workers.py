@@ -6,7 +6,6 @@ minutes. Every test ends with the same check: every (condition, item) scored exa
 """
 
 import io
-import time
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -100,7 +99,9 @@ def test_a_redis_restart_mid_run_loses_the_queued_messages_but_not_the_run(
             wait_for(lambda: chunks_done(run) >= 2, timeout=60, what="the run to be under way")
 
             server.stop()  # a crash: the queue with the remaining chunks' messages is gone
-            time.sleep(2)
+            # The worker notices the outage (and keeps retrying the broker) while the run stays running.
+            wait_for(lambda: "Cannot connect to redis" in worker.output() or "broker lost" in worker.output(),
+                     timeout=60, what="the worker to notice that Redis is gone")
             assert status(run) == "running"
             server.start()
 
@@ -122,25 +123,24 @@ def test_a_corrupt_image_in_the_media_store_fails_only_its_item(study, redis, st
     assert_scored_exactly_once(run)
     failed = ModelPrediction.objects.filter(run=run, predicted__isnull=True)
     assert set(failed.values_list("item_id", flat=True)) == {broken.pk}
-    assert failed.count() == 3 and all("corrupt" in error for error in failed.values_list("error", flat=True))
+    assert failed.count() == 5 and all("corrupt" in error for error in failed.values_list("error", flat=True))
     out = io.StringIO()
     call_command("score_study", str(study.code), "--checkpoint", str(tiny_checkpoint), stdout=out,
                  stderr=io.StringIO())
-    assert "3 failed item(s)" in out.getvalue()  # the same command again: nothing missing, and it says so
+    assert "5 failed item(s)" in out.getvalue()  # the same command again: nothing missing, and it says so
 
 
-def test_score_study_fails_within_seconds_with_a_clear_message_when_the_model_cannot_be_loaded(
+def test_score_study_fails_with_a_clear_message_when_the_worker_cannot_load_the_model(
     study, redis, start_worker, tmp_path
 ):
-    start_worker("w1", redis, HF_HOME=tmp_path / "empty-hf-home")  # offline and nothing cached
-    started = time.monotonic()
+    # Offline and nothing cached. How fast it fails is measured by benchmarks/bench_model_unavailable.py.
+    start_worker("w1", redis, HF_HOME=tmp_path / "empty-hf-home")
 
     with pytest.raises(CommandError) as failure:
         call_command("score_study", str(study.code), "--model", "ViT-B-32", "--pretrained", "openai",
                      stdout=io.StringIO(), stderr=io.StringIO())
 
     assert "ModelUnavailable" in str(failure.value) and "HF_HUB_OFFLINE" in str(failure.value)
-    assert time.monotonic() - started < 30  # bounded wait, not a hang
     run = ModelRun.objects.get(study=study)
     assert run.status == ModelRun.Status.FAILED and "How to provide weights" in run.error
     assert run.name == "CLIP ViT-B/32"
@@ -155,8 +155,8 @@ def test_score_study_shows_progress_until_real_workers_finish(study, redis, star
 
     run = ModelRun.objects.get(study=study)
     assert run.status == ModelRun.Status.DONE and run.name == "tiny for the command"
-    assert "72/72 predictions, 0 failed item(s)" in out.getvalue()
-    assert "72/72" in err.getvalue()  # the tqdm bar
+    assert "120/120 predictions, 0 failed item(s)" in out.getvalue()  # 24 items x 5 answers
+    assert "120/120" in err.getvalue()  # the tqdm bar
     assert_scored_exactly_once(run)
 
 

@@ -1,3 +1,4 @@
+import hashlib
 import io
 import shutil
 from pathlib import Path
@@ -38,10 +39,50 @@ def write_csv(path: Path, text: str, encoding="utf-8") -> Path:
 
 
 def test_a_folder_per_class_imports_with_a_deterministic_split(folder):
-    report = dataset_import(name="pets", path=folder, fmt="folder")
+    report = dataset_import(name="pets", path=folder, fmt="folder", test_fraction=0.5)
     assert report.imported == 8
     assert list(report.dataset.classes.values_list("name", flat=True)) == ["Cats", "Dogs"]
     assert sorted(report.dataset.items.values_list("split", flat=True)) == ["test"] * 4 + ["train"] * 4
+
+
+def test_an_unsplit_source_puts_the_last_fifth_of_each_class_in_sha1_order_in_test(tmp_path):
+    # The shared EuroSAT copy's 80/20 rule: a folder import of it puts in test exactly the images the house
+    # model never trains on.
+    names = {c: [f"{c}/{c}_{i}.jpg" for i in range(10)] for c in ("AnnualCrop", "Forest")}
+    for seed, name in enumerate(n for members in names.values() for n in members):
+        write_image(tmp_path / "src" / name, seed=seed)
+    dataset = dataset_import(name="unsplit", path=tmp_path / "src", fmt="folder").dataset
+    for members in names.values():
+        by_sha1 = sorted(members, key=lambda n: hashlib.sha1(n.encode()).hexdigest())
+        test = set(dataset.items.filter(split="test").values_list("original_filename", flat=True))
+        assert test & set(members) == set(by_sha1[-2:])
+
+
+def test_every_import_records_each_source_files_sha256_before_re_encoding(folder, tmp_path):
+    dataset = dataset_import(name="from folder", path=folder, fmt="folder").dataset
+    for item in dataset.items.all():
+        assert item.source_sha256 == hashlib.sha256((folder / item.original_filename).read_bytes()).hexdigest()
+        assert item.source_sha256 != item.content_hash  # the stored image is re-encoded
+    csv_path = write_csv(folder / "m.csv", "filename,label_name\ncats/cats_0.jpg,cat\ndogs/dogs_1.jpg,dog\n")
+    from_csv = dataset_import(name="from csv", path=csv_path, fmt="csv", images_root=folder).dataset
+    assert sorted(from_csv.items.values_list("source_sha256", flat=True)) == sorted(
+        hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in ("cats/cats_0.jpg", "dogs/dogs_1.jpg"))
+
+
+EUROSAT_FOLDERS = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture",
+                   "PermanentCrop", "Residential", "River", "SeaLake"]
+
+
+def test_a_benchmarks_classes_get_clips_prompt_names_and_other_classes_their_own_names(tmp_path, folder):
+    for seed, name in enumerate(EUROSAT_FOLDERS):
+        for i in range(2):
+            write_image(tmp_path / "eurosat" / name / f"{name}_{i}.jpg", seed=100 + 2 * seed + i)
+    dataset = dataset_import(name="EuroSAT", path=tmp_path / "eurosat", fmt="folder").dataset
+    prompts = dict(dataset.classes.values_list("name", "prompt_name"))
+    assert prompts["SeaLake"] == "lake or sea" and prompts["HerbaceousVegetation"] == "brushland or shrubland"
+    assert prompts["Residential"] == "residential buildings or homes or apartments"
+    other = dataset_import(name="other", path=folder, fmt="folder").dataset
+    assert list(other.classes.values_list("prompt_name", flat=True)) == ["cats", "dogs"]
 
 
 def test_stored_images_are_named_by_content_hash_and_carry_no_exif(tmp_path, settings):

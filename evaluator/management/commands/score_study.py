@@ -3,13 +3,13 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from evaluator.errors import ScoringSetupError
+from evaluator.house import house_checkpoint
 from evaluator.models import ModelRun
 from evaluator.selectors import model_run_progress
 from evaluator.services import (
     QueueUnavailable,
     RunExists,
-    ScoringSetupError,
-    house_checkpoint,
     model_run_create,
     model_run_resume,
     model_spec_resolve,
@@ -26,7 +26,8 @@ class Command(BaseCommand):
     help = (
         "Score a study's items with a model, as one more subject (Celery workers on the 'scoring' queue do the "
         "work; this command queues the run and shows its progress). Without --model/--checkpoint: the house "
-        "model, trained first if needed. Running it again with the same name scores only what is missing."
+        "model, trained first if needed. Running it again with the same name scores only what is missing. A model "
+        "trained on the study's test items or shots is refused unless --allow-trained-items."
     )
 
     def add_arguments(self, parser):
@@ -36,7 +37,12 @@ class Command(BaseCommand):
         parser.add_argument("--checkpoint", default="", help="a local state dict or clipmodel checkpoint")
         parser.add_argument("--conditions", default="", help="comma-separated, e.g. zero-shot,one-shot (default: all)")
         parser.add_argument("--templates", type=Path, help="file of prompt templates, one per line with {}")
-        parser.add_argument("--fewshot", default="zero-shot-prior", help="few-shot method for one-/two-shot")
+        parser.add_argument("--fewshot", default="linear-probe,zero-shot-prior",
+                            help="comma-separated few-shot methods for one-/two-shot conditions, each a subject of "
+                                 "its own (default: the paper's linear probe and the zero-shot prior; also prototype)")
+        parser.add_argument("--allow-trained-items", action="store_true",
+                            help="score even if the model was trained on some of the study's test items or shots "
+                                 "(every report marks the run)")
         parser.add_argument("--name", default="", help="subject name in reports (default: says what the model is)")
         parser.add_argument("--device", default="auto", help="auto (GPU if the worker has one), cpu, cuda, cuda:1")
         parser.add_argument("--chunk-size", type=int, help="items per task (default: SCORING_CHUNK_SIZE)")
@@ -49,17 +55,19 @@ class Command(BaseCommand):
                             help="seconds to wait for a worker to start the run before checking one exists")
 
     def handle(self, *args, study, model, pretrained, checkpoint, conditions, templates, fewshot, name, device,
-               chunk_size, retry_failed, wait, worker_timeout, **options):
+               chunk_size, retry_failed, wait, worker_timeout, allow_trained_items, **options):
         try:
             study = study_get_by_code(code=study)
         except StudyNotFound as exc:
             raise CommandError(str(exc)) from None
         shots = self._shots(conditions)
+        fewshot = [m.strip() for m in fewshot.split(",") if m.strip()]
         try:
             spec = self._spec(model=model, pretrained=pretrained, checkpoint=checkpoint)
             template_list = read_templates_file(templates) if templates else None
             run = model_run_create(study=study, spec=spec, name=name, conditions=shots, templates=template_list,
-                                   fewshot_method=fewshot, device=device, chunk_size=chunk_size)
+                                   fewshot_methods=fewshot, device=device, chunk_size=chunk_size,
+                                   allow_trained_items=allow_trained_items)
             self.stdout.write(f"run {run.code} created: {run.name!r}, {run.items_total} predictions to make")
         except RunExists as exists:
             run = self._resume(exists.run, spec=spec, shots=shots, templates=template_list, fewshot=fewshot,
@@ -86,13 +94,13 @@ class Command(BaseCommand):
         self.stdout.write("no --model/--checkpoint: using the house model (training it first if it is not cached)")
         try:
             path = house_checkpoint(train=True, progress=True)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:
             raise CommandError(f"the house model is not available: {exc}") from None
         return model_spec_resolve(checkpoint=str(path))
 
     def _resume(self, run: ModelRun, *, spec, shots, templates, fewshot, retry_failed) -> ModelRun:
-        same = (run.model_name, run.pretrained, run.checkpoint, run.fewshot_method) == (
-            spec.model_name, spec.pretrained, spec.checkpoint, fewshot
+        same = (run.model_name, run.pretrained, run.checkpoint, run.fewshot_methods) == (
+            spec.model_name, spec.pretrained, spec.checkpoint, list(dict.fromkeys(fewshot))
         ) and (shots is None or sorted(set(shots)) == run.condition_shots) and (
             templates is None or list(templates) == run.templates
         )

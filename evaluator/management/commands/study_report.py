@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from evaluator.report import ReportExportError, ReportInputError, ReportOptions
+from evaluator.report import RESAMPLE_UNITS, ReportExportError, ReportInputError, ReportOptions
 from evaluator.study_reports import study_report_write
 from studyapp.selectors.studies import StudyNotFound, study_get_by_code
 
@@ -17,7 +17,8 @@ class Command(BaseCommand):
         parser.add_argument("--include-simulated", action="store_true")
         parser.add_argument("--include-attention-failed", action="store_true")
         parser.add_argument("--bootstrap", type=int, default=1000)
-        parser.add_argument("--resample", choices=["items", "participants"], default="items")
+        parser.add_argument("--resample", choices=RESAMPLE_UNITS, default=ReportOptions.resample,
+                            help="two-way (default): humans resample participants and items, models items.")
         parser.add_argument("--no-static", action="store_true", help="Skip the PNG/PDF export of the figures.")
 
     def handle(self, *args, study, out, **o):

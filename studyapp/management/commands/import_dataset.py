@@ -3,7 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from studyapp.models import Dataset
-from studyapp.services.datasets import DatasetImportError, dataset_import
+from studyapp.services.datasets import TEST_FRACTION, DatasetImportError, dataset_import
 
 
 class Command(BaseCommand):
@@ -16,7 +16,8 @@ class Command(BaseCommand):
         parser.add_argument("--skip-bad", action="store_true", help="Import what is valid and list what was skipped.")
         parser.add_argument("--classes", type=Path, help="Class order and prompt names: `name[,prompt name]` per line.")
         parser.add_argument("--images-root", type=Path, help="CSV only: folder the filenames are relative to.")
-        parser.add_argument("--test-fraction", type=float, default=0.5, help="Unsplit sources: share held out as test.")
+        parser.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
+                            help="Unsplit sources: share of each class held out as test (default %(default)s).")
 
     def handle(self, *args, path, format, name, skip_bad, classes, images_root, test_fraction, **options):
         try:
