@@ -39,6 +39,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "studyapp.middleware.ParticipantLanguageMiddleware",
     "studyapp.middleware.SecurityHeadersMiddleware",
     "studyapp.middleware.DatabaseUnavailableMiddleware",
 ]
@@ -96,8 +97,10 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en"
+# Participant pages speak their study's language (Study.language; studyapp/locale). The admin stays in English.
+LANGUAGES = [("en", "English"), ("ko", "Korean")]
 TIME_ZONE = "UTC"
-USE_I18N = False
+USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"

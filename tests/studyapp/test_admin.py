@@ -136,7 +136,7 @@ def test_deleting_attention_check_images_with_the_admin_action_is_refused_with_t
     spare = Item.objects.filter(dataset=study.dataset, split="train").exclude(id__in=shots).first()
     response = admin_client.post(reverse("admin:studyapp_item_changelist"),
                                  {"action": "delete_selected", "_selected_action": [spare.pk], "post": "yes"}, follow=True)
-    assert "(test item, shot example or attention check) cannot change" in response.content.decode()
+    assert "(test item, shot example, attention check or practice image) cannot change" in response.content.decode()
     assert Item.objects.filter(pk=spare.pk).exists()
 
 
