@@ -99,6 +99,8 @@ AUTH_PASSWORD_VALIDATORS = [
 LANGUAGE_CODE = "en"
 # Participant pages speak their study's language (Study.language; studyapp/locale). The admin stays in English.
 LANGUAGES = [("en", "English"), ("ko", "Korean")]
+# The participant pages' catalogues; `manage.py makemessages` from the checkout's root writes here.
+LOCALE_PATHS = [BASE_DIR / "studyapp" / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
