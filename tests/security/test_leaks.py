@@ -46,14 +46,17 @@ def test_the_crawl_reaches_every_kind_of_participant_page(crawl):
     statuses = {hop.status for hop in crawl.hops}
     assert {200, 302, 400, 403, 404, 405, 410, 429, 503} <= statuses
     paths = " ".join(hop.url for hop in crawl.hops)
-    for page in ("/join", "/instructions", "/next", "/done", "/full", "/declined", "/image", "/examples/"):
+    for page in ("/join", "/instructions", "/next", "/done", "/full", "/declined", "/image", "/examples/",
+                 "/practice/", "/leave", "/left"):
         assert page in paths, page
     answered_shots = set(Assignment.objects.filter(response__isnull=False).values_list("condition__shots", flat=True))
     assert answered_shots == {0, 1, 2}
     html = " ".join(hop.text for hop in crawl.html())
     assert "went to someone else" in html and "Please wait a moment" in html and "Back in a moment" in html
     for identity_page in ("Please use your personal study link", "Continue where you left off", "That code is not right",
-                          "You have already taken part", "Ready to go on", "Your resume code"):
+                          "You have already taken part", "Ready to go on", "Your resume code", "Practice answers are not recorded",
+                          "Stop and leave the study?", "You have left the study", "cannot be done on a phone",
+                          "Please return the study on the site"):
         assert identity_page in html, identity_page
 
 
