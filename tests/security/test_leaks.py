@@ -55,8 +55,8 @@ def test_the_crawl_reaches_every_kind_of_participant_page(crawl):
     assert "went to someone else" in html and "Please wait a moment" in html and "Back in a moment" in html
     for identity_page in ("Please use your personal study link", "Continue where you left off", "That code is not right",
                           "You have already taken part", "Ready to go on", "Your resume code",
-                          "Practice answers are not recorded", "Stop and leave the study?", "You have left the study", "cannot be done on a phone",
-                          "Please return the study on the site"):
+                          "Practice answers are not recorded", "Stop and leave the study?", "You have left the study",
+                          "cannot be done on a phone", "Please return the study on the site"):
         assert identity_page in html, identity_page
 
 
