@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from studyapp.models import Assignment, Condition, Item, Participant, ShotExample, Study
@@ -264,24 +265,26 @@ def condition_for_new_participant(*, study: Study) -> Condition | None:
     # no_key: foreign-key checks of concurrent inserts (they share-lock the key) need not wait for it.
     list(Study.objects.select_for_update(no_key=True).filter(pk=study.pk).values_list("pk", flat=True))
     now = timezone.now()
-    conditions = list(study.conditions.order_by("shots"))
-    tie_order = random.Random(f"conditions:{study.seed}").sample(conditions, len(conditions))
-    taken = dict(
-        Assignment.objects.filter(condition__study=study, is_attention_check=False)
+    # Places taken and fresh joiners in ONE statement: one snapshot. As two queries (each its own snapshot under
+    # READ COMMITTED), a participant whose first part was allocated between them counted in neither (no longer
+    # fresh, reservations not yet seen), and joins arriving together drifted out of balance.
+    taken = Subquery(
+        Assignment.objects.filter(condition=OuterRef("pk"), is_attention_check=False)
         .filter(Q(status=Assignment.Status.ANSWERED) | Q(status=Assignment.Status.RESERVED, expires_at__gte=now))
-        .values("condition").annotate(n=Count("id")).values_list("condition", "n")
+        .order_by().values("condition").annotate(n=Count("id")).values("n")
     )
-    fresh = dict(
+    fresh = Subquery(
         Participant.objects.filter(
-            study=study, consent=Participant.Consent.GIVEN, condition__isnull=False, phases_entered=0,
+            condition=OuterRef("pk"), consent=Participant.Consent.GIVEN, phases_entered=0,
             created_at__gte=now - timedelta(minutes=study.reservation_minutes),
-        ).values("condition").annotate(n=Count("id")).values_list("condition", "n")
+        ).order_by().values("condition").annotate(n=Count("id")).values("n")
     )
+    conditions = list(study.conditions.order_by("shots").annotate(taken=Coalesce(taken, 0), fresh=Coalesce(fresh, 0)))
+    tie_order = random.Random(f"conditions:{study.seed}").sample(conditions, len(conditions))
     capacity = study.study_items.count() * study.k_per_item
 
     def rank(condition: Condition) -> tuple[bool, int]:
-        places = taken.get(condition.pk, 0)
-        return places >= capacity, places + study.items_per_participant * fresh.get(condition.pk, 0)
+        return condition.taken >= capacity, condition.taken + study.items_per_participant * condition.fresh
 
     # min() keeps the first of equals, so ties go by the seeded order.
     return min(tie_order, key=rank)
