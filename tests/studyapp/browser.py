@@ -53,8 +53,7 @@ def tab_to(page, selector: str, *, limit: int = 200, backwards: bool = False) ->
 
 def wait_ready(page) -> None:
     """Until the trial's images are decoded and its clock runs."""
-    page.wait_for_selector('#trial-form[data-state="ready"]')
-    page.wait_for_function("() => performance.now() > 0 && document.querySelector('.choices') !== null")
+    page.wait_for_selector('#trial-form[data-state="ready"][data-clock="running"]')
 
 
 def pets_study(tmp_path: Path, **fields) -> Study:

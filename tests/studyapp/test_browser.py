@@ -125,6 +125,10 @@ def test_a_participant_walks_from_consent_through_every_condition_to_completion_
         assert response.images_ready_ms >= last_arrival
         assert response.blur_count == 0 and response.hidden_ms == 0
     assert gallery_sizes == [0, 0, 3, 3, 6, 6]
+    # The second trial of every part had its photo fetched while the first ran (prefetched), before its page.
+    for first, second in ((0, 1), (2, 3), (4, 5)):
+        image, page_url = trial_urls[second] + "/image", trial_urls[second]
+        assert requested.index(image) < requested.index(page_url), (first, second)
 
     for url in requested:
         lowered = unquote(url).lower()

@@ -238,3 +238,15 @@ def test_the_report_leaves_out_inattentive_answers_or_participants_only_when_ask
     assert accuracy(max_blur_count=0, attention_unit="participant") == (100.0, 4)
     _, counts = compute_tables(trials, options=ReportOptions(bootstrap=0, max_hidden_ms=5000))
     assert counts["inattentive_answers_excluded"] == 1
+
+
+def test_the_admin_edits_class_name_translations_of_a_draft_study_and_shows_them_read_only_once_open(admin_client):
+    dataset = make_dataset(n_classes=2)
+    draft = make_study(dataset=dataset, open_it=False, language="ko")
+    url = reverse("admin:studyapp_study_change", args=[draft.pk])
+    assert 'name="class_names-TOTAL_FORMS"' in admin_client.get(url).content.decode()
+    label = dataset.classes.get(index=0)
+    ClassNameTranslation.objects.create(study=draft, label=label, name="고양이")
+    opened = study_open(study=draft)
+    html = admin_client.get(reverse("admin:studyapp_study_change", args=[opened.pk])).content.decode()
+    assert "고양이" in html and 'name="class_names-0-name"' not in html  # read-only, like the study's design

@@ -48,6 +48,7 @@
     window.requestAnimationFrame(function () {
       // This callback runs in the frame that first paints the photo: the clock starts here.
       clockStart = performance.now();
+      form.setAttribute("data-clock", "running");
       if (document.visibilityState === "hidden") hiddenSince = clockStart;
       var next = form.getAttribute("data-next-image");
       if (next) {
