@@ -401,8 +401,10 @@ def participant_flow(browser: ParticipantBrowser, *, study_code: str, rng: rando
             choice = rng.choice(CHOICE.findall(page.html))
             answer = (match[1], choice)
             try:
+                # The fields trial.js sends with an answer (timings on the page's clock, attention).
                 posted = browser.post(page.path, {"csrfmiddlewaretoken": CSRF.search(page.html)[1], "choice": choice,
-                                                  "rt_client_ms": str(rng.randint(300, 9000))})
+                                                  "rt_client_ms": str(rng.randint(300, 9000)), "images_ready_ms": "120",
+                                                  "clock_start_ms": "136", "blur_count": "0", "hidden_ms": "0"})
             except ConnectionError:
                 log.unconfirmed.append(answer)
                 raise

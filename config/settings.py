@@ -38,6 +38,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "studyapp.middleware.ParticipantLanguageMiddleware",
     "studyapp.middleware.SecurityHeadersMiddleware",
     "studyapp.middleware.DatabaseUnavailableMiddleware",
 ]
@@ -95,8 +96,12 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en"
+# Participant pages speak their study's language (Study.language; studyapp/locale). The admin stays in English.
+LANGUAGES = [("en", "English"), ("ko", "Korean")]
+# The participant pages' catalogues; `manage.py makemessages` from the checkout's root writes here.
+LOCALE_PATHS = [BASE_DIR / "studyapp" / "locale"]
 TIME_ZONE = "UTC"
-USE_I18N = False
+USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"

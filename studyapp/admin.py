@@ -13,11 +13,23 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from studyapp.forms import ReturnedIdsForm
 from studyapp.frozen import STUDY_FROZEN_COLUMNS, readable_frozen_errors
-from studyapp.models import ClassLabel, Condition, Dataset, FrozenStudyError, Item, Participant, ShotExample, Study
+from studyapp.models import (
+    ClassLabel,
+    ClassNameTranslation,
+    Condition,
+    Dataset,
+    FrozenStudyError,
+    Item,
+    Participant,
+    ShotExample,
+    Study,
+)
 from studyapp.selectors.studies import study_progress
 from studyapp.services.datasets import DatasetImportError, dataset_import
 from studyapp.services.images import image_path
+from studyapp.services.participants import participant_withdraw, participants_mark_returned
 from studyapp.services.studies import StudySetupError, study_close, study_open
 
 
@@ -193,8 +205,35 @@ class ConditionInline(admin.TabularInline):
         )
 
 
+class ClassNameTranslationInline(admin.TabularInline):
+    """The class names as this study's participants see them (the study's language); reports and the model's
+    prompts keep the dataset's names. Frozen with the study once it is open."""
+
+    model = ClassNameTranslation
+    fields = ["label", "name"]
+    extra = 0
+    verbose_name = "class name shown to participants"
+    verbose_name_plural = "class names shown to participants (translations; empty: the dataset's names)"
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        if obj is not None and "label" in formset.form.base_fields:
+            formset.form.base_fields["label"].queryset = ClassLabel.objects.filter(dataset_id=obj.dataset_id)
+        return formset
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields if obj is not None and obj.is_frozen else []
+
+    def has_add_permission(self, request, obj=None):
+        return obj is not None and not obj.is_frozen and super().has_add_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return not (obj is not None and obj.is_frozen) and super().has_delete_permission(request, obj)
+
+
 class StudyAdminForm(forms.ModelForm):
     completion_url = forms.URLField(required=False, assume_scheme="https", help_text=Study.completion_url.field.help_text)
+    return_url = forms.URLField(required=False, assume_scheme="https", help_text=Study.return_url.field.help_text)
     # Three ways, so that "not said" can mean the default (on exactly when a completion URL is set).
     participant_id_required = forms.TypedChoiceField(
         label=Study.participant_id_required.field.verbose_name, required=False, empty_value=None,
@@ -228,28 +267,61 @@ def _create_kwargs(data: dict) -> dict:
     return {f: v for f, v in data.items() if f != "status"}
 
 
+_STUDY_PARTICIPANT_FIELDS = [
+    "instructions", "consent_text", "language", "completion_url", "return_url", "returns_link",
+    "participant_id_required", "repeat_items_across_parts", "reservation_minutes", "practice_trials",
+    "attention_check_rate", "attention_threshold", "min_window_width", "min_window_height", "allow_phones",
+]
+
+
 @admin.register(Study)
 class StudyAdmin(FrozenRefusalAsMessage, admin.ModelAdmin):
     form = StudyAdminForm
     list_display = ["title", "status", "dataset", "design", "k_per_item", "n_items", "progress_summary", "join_link",
                     "report_links"]
     list_filter = ["status", "design"]
-    readonly_fields = ["code", "seed_note", "join_link", "report_links", "live_counts", "created_at", "opened_at"]
+    readonly_fields = ["code", "seed_note", "join_link", "report_links", "live_counts", "created_at", "opened_at",
+                       "returns_link"]
     fieldsets = [
         (None, {"fields": ["title", "dataset", "status", "code", "join_link", "report_links"]}),
         ("Design", {"fields": ["design", "k_per_item", "items_per_participant", "allow_idk", "test_split",
                                "shot_split", "test_items_per_class", "seed", "seed_note"]}),
-        ("Participants", {"fields": ["instructions", "consent_text", "completion_url", "participant_id_required",
-                                     "repeat_items_across_parts", "reservation_minutes", "attention_check_rate",
-                                     "attention_threshold"]}),
+        ("Participants", {"fields": _STUDY_PARTICIPANT_FIELDS}),
         ("Progress", {"fields": ["live_counts", "created_at", "opened_at"]}),
     ]
-    inlines = [ConditionInline]
+    inlines = [ConditionInline, ClassNameTranslationInline]
     actions = ["open_studies", "close_studies"]
 
     def get_urls(self):
         return [path("<int:pk>/report/", self.admin_site.admin_view(self.report_view), name="studyapp_study_report"),
+                path("<int:pk>/returns/", self.admin_site.admin_view(self.returns_view), name="studyapp_study_returns"),
                 *super().get_urls()]
+
+    def get_inline_instances(self, request, obj=None):
+        # Translations name the classes of the study's dataset: only once the study exists.
+        return [i for i in super().get_inline_instances(request, obj)
+                if obj is not None or not isinstance(i, ClassNameTranslationInline)]
+
+    def returns_view(self, request, pk):
+        """Mark participants returned by pasting or uploading their ids (e.g. Prolific's returned submissions)."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied  # admin_view() only checks is_staff
+        study = get_object_or_404(Study, pk=pk)
+        form = ReturnedIdsForm(request.POST or None, request.FILES or None)
+        outcome = None
+        if request.method == "POST" and form.is_valid():
+            outcome = participants_mark_returned(study=study, external_ids=form.cleaned_data["external_ids"])
+            form = ReturnedIdsForm()
+        return render(request, "admin/studyapp/study/returns.html", {
+            **self.admin_site.each_context(request), "form": form, "study": study, "outcome": outcome,
+            "title": f"Mark participants returned: {study.title}"})
+
+    @admin.display(description="returned participants")
+    def returns_link(self, obj):
+        if not obj.pk:
+            return "-"
+        url = reverse("admin:studyapp_study_returns", args=[obj.pk])
+        return format_html('<a href="{}">Mark participants returned (paste or upload Prolific ids)</a>', url)
 
     def report_view(self, request, pk):
         # Imported here: the report stack (pandas, plotly) is only needed on this page.
@@ -378,8 +450,10 @@ class LookalikeFilter(admin.SimpleListFilter):
 @admin.register(Participant)
 class ParticipantAdmin(admin.ModelAdmin):
     list_display = ["code", "study", "external_id", "consent", "condition", "simulated", "attention_failed",
-                    "lookalike_count", "created_at", "completed_at"]
-    list_filter = [LookalikeFilter, "study", "consent", "simulated", "attention_failed"]
+                    "lookalike_count", "created_at", "completed_at", "withdrawn_at"]
+    list_filter = [LookalikeFilter, "study", "consent", "simulated", "attention_failed",
+                   ("withdrawn_at", admin.EmptyFieldListFilter)]
+    actions = ["mark_returned"]
     search_fields = ["external_id", "code"]
     # Not the resume code (it is the participant's proof, for them alone) nor the consent form's enrolment id.
     exclude = ["resume_code", "enrolment"]
@@ -401,3 +475,9 @@ class ParticipantAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    @admin.action(description="Mark as returned (frees their places now, keeps their answers)",
+                  permissions=["change"])
+    def mark_returned(self, request, queryset):
+        withdrawn = sum(participant_withdraw(participant=p) for p in queryset)
+        messages.success(request, f"Marked {withdrawn} participant(s) returned; the others had finished or left.")

@@ -1,10 +1,12 @@
 """Parsing of what participants send: join links, the consent form, answers."""
 
+import re
 import uuid
 
 from django import forms
 from django.core import signing
 from django.core.validators import RegexValidator
+from django.utils.translation import gettext_lazy as _
 
 # Printable ids only: they end up in exports and the admin.
 _printable = RegexValidator(r"^[^\x00-\x1f\x7f]*$", "contains control characters")
@@ -37,10 +39,32 @@ def consent_token(*, study_code: uuid.UUID, browser_nonce: str) -> str:
     return signing.dumps(uuid.uuid4().hex, salt=f"{_CONSENT_SALT}:{study_code}:{browser_nonce}")
 
 
+def _whole_ms(value) -> int | None:
+    """A browser's measurement: a garbled one must not cost the answer, so it is recorded as missing instead."""
+    try:
+        number = round(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if number >= 0 else None
+
+
 class ConsentForm(forms.Form):
     decision = forms.ChoiceField(choices=[("accept", "I agree"), ("decline", "I do not agree")])
     enrol = forms.CharField(max_length=200)
     resume_code = forms.CharField(max_length=40, required=False)
+    # Filled by gate.js: the window the participant consents from (the screen gate checks it again here).
+    window_width = forms.CharField(max_length=20, required=False)
+    window_height = forms.CharField(max_length=20, required=False)
+    phone = forms.CharField(max_length=5, required=False)
+
+    def clean_window_width(self) -> int | None:
+        return _whole_ms(self.cleaned_data["window_width"])
+
+    def clean_window_height(self) -> int | None:
+        return _whole_ms(self.cleaned_data["window_height"])
+
+    def clean_phone(self) -> bool:
+        return self.cleaned_data["phone"] == "1"
 
     def __init__(self, data, *, study_code: uuid.UUID, browser_nonce: str | None):
         super().__init__(data)
@@ -52,7 +76,7 @@ class ConsentForm(forms.Form):
                 raise signing.BadSignature("no browser nonce")
             return uuid.UUID(signing.loads(self.cleaned_data["enrol"], salt=self._salt, max_age=CONSENT_TOKEN_MAX_AGE_S))
         except (signing.BadSignature, ValueError, TypeError):
-            raise forms.ValidationError("The form has expired; please reload the page.") from None
+            raise forms.ValidationError(_("The form has expired; please reload the page.")) from None
 
     @property
     def consent(self) -> bool:
@@ -62,12 +86,48 @@ class ConsentForm(forms.Form):
 class AnswerForm(forms.Form):
     # Not stripped: the answer must be exactly one of the values the page rendered.
     choice = forms.CharField(max_length=20, strip=False)
+    # What trial.js measured (see studyapp.models.Response): a garbled value is recorded as missing.
     rt_client_ms = forms.CharField(max_length=20, required=False)
+    images_ready_ms = forms.CharField(max_length=20, required=False)
+    clock_start_ms = forms.CharField(max_length=20, required=False)
+    blur_count = forms.CharField(max_length=20, required=False)
+    hidden_ms = forms.CharField(max_length=20, required=False)
 
-    def clean_rt_client_ms(self) -> int | None:
-        # A garbled timing must not cost the answer: it is recorded as missing instead.
-        try:
-            value = round(float(self.cleaned_data["rt_client_ms"]))
-        except (TypeError, ValueError, OverflowError):
-            return None
-        return value if value >= 0 else None
+    TIMINGS = ("rt_client_ms", "images_ready_ms", "clock_start_ms", "blur_count", "hidden_ms")
+
+    def clean(self):
+        data = super().clean()
+        for name in self.TIMINGS:
+            if name in data:
+                data[name] = _whole_ms(data[name])
+        return data
+
+
+class ReturnedIdsForm(forms.Form):
+    """The admin's "mark returned": ids pasted, or a file such as Prolific's export (any column of ids)."""
+
+    ids = forms.CharField(widget=forms.Textarea(attrs={"rows": 8, "cols": 60}), required=False,
+                          help_text="One id per line (or separated by commas or spaces).")
+    file = forms.FileField(required=False, help_text="A text or CSV file; every cell that is an id of this study "
+                                                     "counts, so Prolific's export can be uploaded as it is.")
+
+    def clean(self):
+        data = super().clean()
+        text = data.get("ids") or ""
+        upload = data.get("file")
+        if upload is not None:
+            if upload.size > 5 * 1024 * 1024:
+                raise forms.ValidationError("The file is over 5 MB.")
+            try:
+                text += "\n" + upload.read().decode("utf-8-sig")
+            except UnicodeDecodeError:
+                raise forms.ValidationError("The file is not UTF-8 text.") from None
+        tokens = [t.strip().strip('"').strip("'") for t in re.split(r"[\s,;]+", text)]
+        data["external_ids"] = [t for t in tokens if t and _printable_id(t)]
+        if not data["external_ids"]:
+            raise forms.ValidationError("Paste some ids or upload a file with them.")
+        return data
+
+
+def _printable_id(token: str) -> bool:
+    return len(token) <= 200 and not re.search(r"[\x00-\x1f\x7f]", token)

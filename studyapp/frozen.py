@@ -49,10 +49,15 @@ STUDY_FROZEN_COLUMNS: tuple[str, ...] = (
     "consent_text",  # what participants agreed to
     "participant_id_required",  # who may join, and how one person is kept to one participant
     "repeat_items_across_parts",  # whether a person may see a test image again in a later part
+    "language",  # the language of every participant page
+    "min_window_width",  # who may take part (smaller windows are turned away before consent)
+    "min_window_height",
+    "allow_phones",
+    "practice_trials",  # what participants do before the first part, and which images they were taught on
 )
 # The others may change while a study runs; why, per column, is in docs/testing.md.
 STUDY_MUTABLE_COLUMNS: tuple[str, ...] = (
-    "id", "title", "status", "reservation_minutes", "completion_url", "created_at", "opened_at",
+    "id", "title", "status", "reservation_minutes", "completion_url", "return_url", "created_at", "opened_at",
 )
 CLASS_LABEL_FROZEN_COLUMNS: tuple[str, ...] = ("dataset_id", "index", "name", "prompt_name")
 # Everything but the admin-only note of where the file came from and the source file's digest (a record
@@ -66,6 +71,9 @@ STUDY, STUDY_ITEM, CONDITION, SHOT, CLASS_LABEL, ITEM = (
     "studyapp_item",
 )
 FROZEN_TABLES: tuple[str, ...] = (STUDY, STUDY_ITEM, CONDITION, SHOT, CLASS_LABEL, ITEM)
+# A study's own translations of the class names (the answer cards): frozen like its conditions. Created by a later
+# migration than the others, so its rule is made only where the table exists (see `tables` below).
+CLASS_NAME = "studyapp_classnametranslation"
 # The prefix of every refusal: services and the admin recognise the error by it.
 MARK = "frozen study: "
 _PG_TRUNCATE = "studyapp_frozen_truncate"  # one statement-level trigger (and function) for all six tables
@@ -102,10 +110,11 @@ def _item_shown(item_id: str) -> str:
             f"JOIN {STUDY} s ON s.id = c.study_id WHERE se.item_id = {item_id} AND s.status <> 'draft'))")
 
 
-def _check_pool(row: str) -> str:
-    # Attention checks are drawn, while the study runs, from its dataset's shot split.
+def _check_pool(row: str, practice: bool) -> str:
+    # Attention checks (and practice images) are drawn, while the study runs, from its dataset's shot split.
+    drawn = "(s.attention_check_rate > 0 OR s.practice_trials > 0)" if practice else "s.attention_check_rate > 0"
     return (f"EXISTS (SELECT 1 FROM {STUDY} s WHERE s.dataset_id = {row}.dataset_id AND s.shot_split = {row}.split "
-            f"AND s.attention_check_rate > 0 AND s.status <> 'draft')")
+            f"AND {drawn} AND s.status <> 'draft')")
 
 
 def _changed(columns: Iterable[str], vendor: str) -> str:
@@ -124,7 +133,13 @@ def _on_children(name: str, table: str, parent_frozen, parent_column: str, what:
 
 
 def _rules(vendor: str, *, study_columns: Sequence[str], class_columns: Sequence[str],
-           item_columns: Sequence[str]) -> list[_Rule]:
+           item_columns: Sequence[str], tables: Iterable[str] | None = None) -> list[_Rule]:
+    """Every rule; with `tables` (those that exist), only the rules whose tables exist."""
+    practice = "practice_trials" in study_columns
+
+    def _pool(row: str) -> str:
+        return _check_pool(row, practice)
+
     rules = [
         _Rule("studyapp_frozen_study_born_draft", STUDY, {"INSERT": "NEW.status <> 'draft'"},
               f"{MARK}a study is created as a draft and opened by study_open"),
@@ -143,13 +158,18 @@ def _rules(vendor: str, *, study_columns: Sequence[str], class_columns: Sequence
             "DELETE": _dataset_frozen("OLD.dataset_id"),
         }, f"{MARK}the classes ({', '.join(class_columns)}) of a dataset used by an open or closed study cannot change"),
         _Rule("studyapp_frozen_item", ITEM, {
-            "INSERT": _check_pool("NEW"),
-            "UPDATE": f"({_item_shown('OLD.id')} OR {_check_pool('OLD')} OR {_check_pool('NEW')}) "
+            "INSERT": _pool("NEW"),
+            "UPDATE": f"({_item_shown('OLD.id')} OR {_pool('OLD')} OR {_pool('NEW')}) "
                       f"AND {_changed(item_columns, vendor)}",
-            "DELETE": f"({_item_shown('OLD.id')} OR {_check_pool('OLD')})",
-        }, f"{MARK}an item that an open or closed study shows (test item, shot example or attention check) "
-           f"cannot change ({', '.join(item_columns)})"),
+            "DELETE": f"({_item_shown('OLD.id')} OR {_pool('OLD')})",
+        }, f"{MARK}an item that an open or closed study shows (test item, shot example, attention check or practice "
+           f"image) cannot change ({', '.join(item_columns)})"),
+        _on_children("studyapp_frozen_classname", CLASS_NAME, _study_frozen, "study_id",
+                     "the class-name translations"),
     ]
+    if tables is not None:
+        present = set(tables)
+        rules = [rule for rule in rules if rule.table in present]
     if study_columns:
         rules.insert(1, _Rule("studyapp_frozen_study_design", STUDY, {
             "UPDATE": f"OLD.status <> 'draft' AND {_changed(study_columns, vendor)}",
@@ -163,15 +183,18 @@ def _quote(text: str) -> str:
 
 def _sqlite_trigger_names() -> list[tuple[str, str]]:
     """(trigger, table) for every trigger create_sql can make on SQLite, whatever the columns."""
-    rules = _rules("sqlite", study_columns=("seed",), class_columns=("name",), item_columns=("label_id",))
+    rules = _rules("sqlite", study_columns=("seed", "practice_trials"), class_columns=("name",),
+                   item_columns=("label_id",))
     return [(f"{rule.name}_{event.lower()}", rule.table) for rule in rules for event in rule.when]
 
 
 def create_sql(vendor: str, *, study_columns: Sequence[str] = STUDY_FROZEN_COLUMNS,
                class_columns: Sequence[str] = CLASS_LABEL_FROZEN_COLUMNS,
-               item_columns: Sequence[str] = ITEM_FROZEN_COLUMNS) -> list[str]:
-    """The statements that create every frozen-study trigger on this vendor ("postgresql" or "sqlite")."""
-    rules = _rules(vendor, study_columns=study_columns, class_columns=class_columns, item_columns=item_columns)
+               item_columns: Sequence[str] = ITEM_FROZEN_COLUMNS, tables: Iterable[str] | None = None) -> list[str]:
+    """The statements that create every frozen-study trigger on this vendor ("postgresql" or "sqlite"); with
+    `tables`, only those on tables that exist (a migration before a table's own)."""
+    rules = _rules(vendor, study_columns=study_columns, class_columns=class_columns, item_columns=item_columns,
+                   tables=tables)
     if vendor == "sqlite":
         return [
             f"CREATE TRIGGER {rule.name}_{event.lower()} BEFORE {event} ON {rule.table} FOR EACH ROW "
@@ -202,19 +225,26 @@ def create_sql(vendor: str, *, study_columns: Sequence[str] = STUDY_FROZEN_COLUM
         f"{_quote(MARK + 'TRUNCATE would empty open or closed studies')};\n  END IF;\n  RETURN NULL;\nEND $$"
     )
     out += [f"CREATE TRIGGER {_PG_TRUNCATE} BEFORE TRUNCATE ON {table} "
-            f"FOR EACH STATEMENT EXECUTE FUNCTION {_PG_TRUNCATE}()" for table in FROZEN_TABLES]
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {_PG_TRUNCATE}()" for table in _truncate_tables(tables)]
     return out
 
 
-def drop_sql(vendor: str) -> list[str]:
-    """The statements that drop every frozen-study trigger (those that exist) on this vendor."""
+def _truncate_tables(tables: Iterable[str] | None) -> list[str]:
+    all_tables = [*FROZEN_TABLES, CLASS_NAME]
+    return all_tables if tables is None else [t for t in all_tables if t in set(tables)]
+
+
+def drop_sql(vendor: str, *, tables: Iterable[str] | None = None) -> list[str]:
+    """The statements that drop every frozen-study trigger (those that exist) on this vendor; with `tables`, only
+    on tables that exist (PostgreSQL names the table in DROP TRIGGER)."""
     if vendor == "sqlite":
         return [f"DROP TRIGGER IF EXISTS {name}" for name, _ in _sqlite_trigger_names()]
-    rules = _rules(vendor, study_columns=("seed",), class_columns=("name",), item_columns=("label_id",))
+    rules = _rules(vendor, study_columns=("seed", "practice_trials"), class_columns=("name",),
+                   item_columns=("label_id",), tables=tables)
     out = []
     for rule in rules:
         out += [f"DROP TRIGGER IF EXISTS {rule.name} ON {rule.table}", f"DROP FUNCTION IF EXISTS {rule.name}()"]
-    out += [f"DROP TRIGGER IF EXISTS {_PG_TRUNCATE} ON {table}" for table in FROZEN_TABLES]
+    out += [f"DROP TRIGGER IF EXISTS {_PG_TRUNCATE} ON {table}" for table in _truncate_tables(tables)]
     return out + [f"DROP FUNCTION IF EXISTS {_PG_TRUNCATE}()"]
 
 
@@ -229,19 +259,25 @@ def _columns_in_state(apps, model_name: str) -> list[str]:
     return [field.column for field in apps.get_model("studyapp", model_name)._meta.concrete_fields]
 
 
+def _tables_in_state(apps) -> list[str]:
+    return [model._meta.db_table for model in apps.get_app_config("studyapp").get_models()]
+
+
 def _create(apps, schema_editor) -> None:
     vendor = schema_editor.connection.vendor
-    for statement in drop_sql(vendor) + create_sql(
+    tables = _tables_in_state(apps)
+    for statement in drop_sql(vendor, tables=tables) + create_sql(
         vendor,
         study_columns=present_columns(STUDY_FROZEN_COLUMNS, _columns_in_state(apps, "Study")),
         class_columns=present_columns(CLASS_LABEL_FROZEN_COLUMNS, _columns_in_state(apps, "ClassLabel")),
         item_columns=present_columns(ITEM_FROZEN_COLUMNS, _columns_in_state(apps, "Item")),
+        tables=tables,
     ):
         schema_editor.execute(statement, params=None)
 
 
 def _drop(apps, schema_editor) -> None:
-    for statement in drop_sql(schema_editor.connection.vendor):
+    for statement in drop_sql(schema_editor.connection.vendor, tables=_tables_in_state(apps)):
         schema_editor.execute(statement, params=None)
 
 
@@ -276,8 +312,9 @@ def triggers_lifted(connection) -> Iterator[None]:
     tables have. For `manage.py flush` only (tests flush after each transactional test): emptying the
     whole database changes no study, it removes them all. Call it inside a transaction."""
     had = bool(triggers_present(connection))
+    tables = connection.introspection.table_names()
     with connection.cursor() as cursor:
-        for statement in drop_sql(connection.vendor):
+        for statement in drop_sql(connection.vendor, tables=tables):
             cursor.execute(statement)
     yield
     if had:
@@ -287,6 +324,7 @@ def triggers_lifted(connection) -> Iterator[None]:
                 study_columns=present_columns(STUDY_FROZEN_COLUMNS, _live_columns(connection, STUDY)),
                 class_columns=present_columns(CLASS_LABEL_FROZEN_COLUMNS, _live_columns(connection, CLASS_LABEL)),
                 item_columns=present_columns(ITEM_FROZEN_COLUMNS, _live_columns(connection, ITEM)),
+                tables=tables,
             ):
                 cursor.execute(statement)
 

@@ -1,11 +1,68 @@
 import logging
+import re
+import uuid
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpResponse
 from django.template.loader import render_to_string
+from django.utils import translation
+
+from studyapp.models import Study
 
 logger = logging.getLogger(__name__)
+
+
+class ParticipantLanguageMiddleware:
+    """Participant pages speak their study's language (Study.language), error pages included (404, CSRF
+    failure, bad answer, 500, 503), so that a participant of a Korean study sees no English. Elsewhere (the
+    admin, reports) English.
+
+    A study's language is frozen once it is open, so it is cached per process: a trial costs no query for it.
+    Where the study is unknown or the database is down, the browser's Accept-Language picks among LANGUAGES.
+    """
+
+    _CACHE_LIMIT = 10_000
+    _languages: dict[uuid.UUID, str] = {}
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        prefix = re.escape(settings.PARTICIPANT_URL_PREFIX)
+        self._study_path = re.compile(prefix + r"([0-9a-fA-F-]{32,36})(?:/|$)")
+
+    def __call__(self, request):
+        if not request.path.startswith(settings.PARTICIPANT_URL_PREFIX):
+            return self.get_response(request)
+        language = self._language(request)
+        with translation.override(language):
+            response = self.get_response(request)
+        response.headers.setdefault("Content-Language", language)
+        return response
+
+    def _language(self, request) -> str:
+        match = self._study_path.match(request.path)
+        code = None
+        if match:
+            try:
+                code = uuid.UUID(match[1])
+            except ValueError:
+                code = None
+        if code is not None:
+            cached = self._languages.get(code)
+            if cached:
+                return cached
+            try:
+                row = Study.objects.filter(code=code).values_list("language", "status").first()
+            except DatabaseError:
+                row = None  # the outage page still needs a language: the browser's
+            if row is not None:
+                language, status = row
+                if status != Study.Status.DRAFT:
+                    if len(self._languages) >= self._CACHE_LIMIT:
+                        self._languages.clear()
+                    self._languages[code] = language
+                return language
+        return translation.get_language_from_request(request)
 
 
 class SecurityHeadersMiddleware:

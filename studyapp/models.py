@@ -41,6 +41,10 @@ class FrozenStudyError(ValidationError):
     pass
 
 
+# The languages participant pages are translated into (studyapp/locale); a study picks one.
+PARTICIPANT_LANGUAGES = [("en", "English"), ("ko", "한국어 (Korean)")]
+
+
 class Dataset(models.Model):
     class Format(models.TextChoices):
         FOLDER = "folder", "Folder per class"
@@ -144,6 +148,20 @@ class Study(models.Model):
         help_text="Within subjects: off, a person never sees a test image in two parts (no familiarity carried "
                   "between parts); on, allocation ignores earlier parts, so within-person gains can be measured.",
     )
+    language = models.CharField(
+        max_length=8, choices=PARTICIPANT_LANGUAGES, default="en",
+        help_text="The language of every participant page. Class names can be translated per study below; "
+                  "the model's prompt names are not affected.",
+    )
+    min_window_width = models.PositiveSmallIntegerField(
+        default=0, help_text="Pixels; 0: any. Smaller browser windows get a page saying so before consent.")
+    min_window_height = models.PositiveSmallIntegerField(default=0, help_text="Pixels; 0: any.")
+    allow_phones = models.BooleanField(default=True, help_text="Off: phones get a page saying so before consent.")
+    practice_trials = models.PositiveSmallIntegerField(
+        default=0, help_text="Practice images (from the shot split, never a test item) with feedback before the "
+                             "first part; not stored as data. 0: no practice.")
+    return_url = models.URLField(
+        blank=True, help_text="Where a participant who stops is sent (e.g. Prolific's page for returning a study).")
     created_at = models.DateTimeField(auto_now_add=True)
     opened_at = models.DateTimeField(null=True, blank=True)
 
@@ -159,6 +177,7 @@ class Study(models.Model):
                 condition=Q(attention_threshold__gte=0) & Q(attention_threshold__lte=1), name="study_threshold"
             ),
             models.CheckConstraint(condition=~Q(test_split=models.F("shot_split")), name="study_splits_disjoint"),
+            models.CheckConstraint(condition=Q(practice_trials__lte=50), name="study_practice_range"),
         ]
 
     def __str__(self) -> str:
@@ -195,6 +214,27 @@ class _FrozenWithStudy(models.Model):
     def delete(self, *args, **kwargs):
         self._check_not_frozen()
         return super().delete(*args, **kwargs)
+
+
+class ClassNameTranslation(_FrozenWithStudy):
+    """A class's name as one study shows it to participants (in the study's language). Reports and the model's
+    prompts keep the dataset's names; only the answer cards change."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="class_names")
+    label = models.ForeignKey(ClassLabel, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=200)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["study", "label"], name="class_name_translation_unique"),
+            models.CheckConstraint(condition=~Q(name=""), name="class_name_translation_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def _study(self) -> Study:
+        return self.study
 
 
 class StudyItem(_FrozenWithStudy):
@@ -294,6 +334,8 @@ class Participant(models.Model):
     client_hash = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # Stopped and left ("returned" on Prolific): their live reservations were freed at once, answers kept.
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["study", "client_hash", "created_at"], name="participant_lookalike")]
@@ -355,8 +397,17 @@ class Response(models.Model):
     assignment = models.OneToOneField(Assignment, on_delete=models.PROTECT, related_name="response")
     choice = models.ForeignKey(ClassLabel, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     is_idk = models.BooleanField(default=False)
+    # Client clock (performance.now(), ms since the page's navigation started): the trial page waits until the
+    # photo and every example photo are decoded (images_ready_ms), shows them, and starts the response clock at
+    # the next animation frame (clock_start_ms), so clock_start_ms >= images_ready_ms. rt_client_ms runs from
+    # clock_start_ms to the click; rt_server_ms from the page's first delivery to the answer's arrival.
     rt_client_ms = models.PositiveIntegerField(null=True, blank=True)
     rt_server_ms = models.PositiveIntegerField(null=True, blank=True)
+    images_ready_ms = models.PositiveIntegerField(null=True, blank=True)
+    clock_start_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Attention while the clock ran: window blurs (tab switches, other windows) and time the page was hidden.
+    blur_count = models.PositiveIntegerField(null=True, blank=True)
+    hidden_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

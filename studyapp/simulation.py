@@ -243,7 +243,11 @@ def _participant_run(*, browser, study: Study, models: dict[int, AnswerModel], r
         shots, target = trial_row.get()
         choice = models[shots].answer(target=str(target), offered=CHOICE.findall(page.html), rng=rng)
         rt = round(rng.lognormvariate(7.6, 0.45))  # ~2 s, right-skewed like human response times
-        page = browser.post(page.path, {"csrfmiddlewaretoken": _token(page), "choice": choice, "rt_client_ms": rt})
+        # What trial.js sends: images decoded, the clock started one frame later, an attentive participant.
+        ready = rng.randint(40, 400)
+        page = browser.post(page.path, {"csrfmiddlewaretoken": _token(page), "choice": choice, "rt_client_ms": rt,
+                                        "images_ready_ms": ready, "clock_start_ms": ready + 16, "blur_count": 0,
+                                        "hidden_ms": 0})
         out.answers += 1
     if page.path == prefix + "done" and page.status == 200:
         out.completed = True

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from studyapp.forms import AnswerForm, ConsentForm, JoinLinkForm, consent_token
@@ -27,12 +28,17 @@ from studyapp.selectors.participants import (
     image_viewer_get,
     participant_get,
     participant_route,
+    practice_trial,
+    screen_fits,
+    study_choices,
     trial_image_path,
     trial_page,
+    user_agent_is_phone,
 )
 from studyapp.selectors.studies import StudyNotFound, study_get_by_code
 from studyapp.services.images import image_path
 from studyapp.services.participants import (
+    ClientTimings,
     Entry,
     InvalidChoice,
     JoinLink,
@@ -40,6 +46,7 @@ from studyapp.services.participants import (
     participant_allocate_next_step,
     participant_enter,
     participant_start,
+    participant_withdraw,
     response_submit,
 )
 from studyapp.throttle import client_address
@@ -48,6 +55,9 @@ _COOKIE_SALT = "studyapp.participant"
 _COOKIE_MAX_AGE = 60 * 60 * 24 * 30
 # A random value per browser that consent tokens are signed with: a token works only where it was shown.
 BROWSER_COOKIE = "studyapp_browser"
+# Trial photos may stay in the participant's own browser for a while (never in a shared cache): the page
+# prefetches the next trial's photo, which is only of use if the browser may keep it until then.
+_TRIAL_IMAGE_CACHE = "private, max-age=3600"
 
 
 def home(request):
@@ -104,7 +114,7 @@ def _go(study: Study, participant: Participant, step: NextStep | None = None):
         return redirect("studyapp:trial", study_code=study.code, assignment_code=step.assignment.code)
     names = {
         Step.INSTRUCTIONS: "studyapp:instructions", Step.CONTINUE: "studyapp:next", Step.DECLINED: "studyapp:declined",
-        Step.COMPLETE: "studyapp:done", Step.FULL: "studyapp:full",
+        Step.COMPLETE: "studyapp:done", Step.FULL: "studyapp:full", Step.WITHDRAWN: "studyapp:left",
     }
     return redirect(names[step.step], study_code=study.code)
 
@@ -145,11 +155,18 @@ def join(request, study_code):
         return _closed(request, study)
     if study.participant_id_required and not external_id:
         return render(request, "studyapp/id_required.html", {"study": study}, status=400)
+    phone = user_agent_is_phone(request.META.get("HTTP_USER_AGENT", ""))
+    if not screen_fits(study=study, width=None, height=None, phone=phone):
+        return _screen_gate(request, study)
     if request.method == "GET":
         return _consent_page(request, study)
     form = ConsentForm(request.POST, study_code=study.code, browser_nonce=request.COOKIES.get(BROWSER_COOKIE))
     if not form.is_valid():
         return _consent_page(request, study, form=form) if study.status == Study.Status.OPEN else _closed(request, study)
+    data = form.cleaned_data
+    if form.consent and not screen_fits(study=study, width=data["window_width"], height=data["window_height"],
+                                        phone=phone or data["phone"]):
+        return _screen_gate(request, study)  # gate.js turns them away first; this holds without it
     outcome = participant_enter(
         study=study, enrolment=form.cleaned_data["enrol"], consent=form.consent,
         link=JoinLink(external_id=external_id, external_study_id=link.cleaned_data["STUDY_ID"],
@@ -177,6 +194,11 @@ def join(request, study_code):
     return _closed(request, study)
 
 
+def _screen_gate(request, study: Study):
+    """Before consent, for a window or device the study does not take: says why, records nothing."""
+    return render(request, "studyapp/screen_gate.html", {"study": study, "gate_only": True})
+
+
 @require_http_methods(["GET", "POST"])
 def instructions(request, study_code):
     study = _study(study_code)
@@ -191,6 +213,43 @@ def instructions(request, study_code):
         return _go(study, participant, step)
     phases = 1 if study.design == Study.Design.BETWEEN else study.conditions.count()
     return render(request, "studyapp/instructions.html", {"study": study, "phases": phases, "participant": participant})
+
+
+@require_http_methods(["GET", "POST"])
+def practice(request, study_code, number):
+    """A practice image with feedback, before the first part. Nothing is stored: the answer is compared
+    with the practice image's label (a shot-split image, never a test item) and the feedback names it."""
+    study = _study(study_code)
+    participant = _cookie_participant(request, study)
+    if participant is None:
+        return redirect("studyapp:join", study_code=study.code)
+    step = participant_route(participant=participant)
+    if step.step != Step.INSTRUCTIONS:
+        return _go(study, participant, step)  # practice is over once the study proper has started
+    current = practice_trial(study=study, number=number)
+    if current is None:
+        raise Http404("no such practice image")
+    choices = study_choices(study=study)
+    context = {"study": study, "practice": current, "choices": choices, "allow_idk": study.allow_idk}
+    if request.method == "POST":
+        form = AnswerForm(request.POST)
+        chosen = form.cleaned_data["choice"] if form.is_valid() else ""
+        right = next((c.name for c in choices if c.value == str(current.item.label.index)), "")
+        context.update(answered=True, correct=chosen == str(current.item.label.index), idk=chosen == "idk",
+                       right_name=right, last=current.number == current.count)
+    return render(request, "studyapp/practice.html", context)
+
+
+@require_GET
+def practice_image(request, study_code, number):
+    study = _study(study_code)
+    participant = _cookie_participant(request, study)
+    current = practice_trial(study=study, number=number) if participant is not None else None
+    if current is None or participant.consent != Participant.Consent.GIVEN or participant.withdrawn_at is not None:
+        raise Http404("no such image")
+    response = HttpResponse(image_path(relative_path=current.item.image).read_bytes(), content_type="image/jpeg")
+    response["Cache-Control"] = _TRIAL_IMAGE_CACHE
+    return response
 
 
 @require_GET
@@ -213,12 +272,14 @@ def trial(request, study_code, assignment_code):
         assignment = assignment_get_for_participant(participant=participant, code=assignment_code)
     except Assignment.DoesNotExist:
         raise Http404("no such trial") from None
+    if participant.withdrawn_at is not None:
+        return redirect("studyapp:left", study_code=study.code)
     if request.method == "POST":
         return _answer(request, study, assignment)
     shown = assignment_show(assignment=assignment)
     if shown is None:
         if assignment.status == Assignment.Status.EXPIRED:
-            messages.info(request, "That image timed out and went to someone else. Here is the next one.")
+            messages.info(request, _("That image timed out and went to someone else. Here is the next one."))
         return redirect("studyapp:next", study_code=study.code)
     context = {"study": study, "assignment": shown, "page": trial_page(assignment=shown)}
     return render(request, "studyapp/trial.html", context)
@@ -227,16 +288,18 @@ def trial(request, study_code, assignment_code):
 def _answer(request, study: Study, assignment: Assignment):
     form = AnswerForm(request.POST)
     if not form.is_valid():
-        return HttpResponseBadRequest("Please choose one of the answers.")
+        return HttpResponseBadRequest(_("Please choose one of the answers."), content_type="text/plain; charset=utf-8")
+    data = form.cleaned_data
     try:
         outcome = response_submit(
-            assignment=assignment, choice=form.cleaned_data["choice"], rt_client_ms=form.cleaned_data["rt_client_ms"]
+            assignment=assignment, choice=data["choice"],
+            timings=ClientTimings(**{name: data[name] for name in AnswerForm.TIMINGS}),
         )
     except InvalidChoice:
-        return HttpResponseBadRequest("Please choose one of the answers.")
+        return HttpResponseBadRequest(_("Please choose one of the answers."), content_type="text/plain; charset=utf-8")
     if outcome.refused:
-        messages.info(request, "Sorry, that image timed out and went to someone else, so your answer was not needed. "
-                               "Here is the next one.")
+        messages.info(request, _("Sorry, that image timed out and went to someone else, so your answer was not "
+                                 "needed. Here is the next one."))
     # Straight to the next trial, allocating the next part if due (this is a POST): one round trip less
     # per answer, a fifth of the requests under load (docs/load.md).
     return _go(study, assignment.participant, participant_allocate_next_step(participant=assignment.participant))
@@ -249,7 +312,9 @@ def trial_image(request, study_code, assignment_code):
     if relative_path is None:
         raise Http404("no such image")
     # Bytes, not FileResponse: that would name the content-hashed file in Content-Disposition.
-    return HttpResponse(image_path(relative_path=relative_path).read_bytes(), content_type="image/jpeg")
+    response = HttpResponse(image_path(relative_path=relative_path).read_bytes(), content_type="image/jpeg")
+    response["Cache-Control"] = _TRIAL_IMAGE_CACHE
+    return response
 
 
 @require_GET
@@ -271,6 +336,10 @@ def done(request, study_code):
         return redirect("studyapp:join", study_code=study.code)
     if participant.completed_at is None:
         return _go(study, participant)
+    if participant.attention_failed:
+        # Prolific's rule: someone who failed the attention checks is asked to return the study (no code, no
+        # rejection wording); their answers are kept, flagged, and left out of reports by default.
+        return render(request, "studyapp/please_return.html", {"study": study})
     return render(request, "studyapp/done.html", {
         "study": study, "participant": participant,
         "continue_url": _completion_url(study.completion_url, participant.completion_code),
@@ -294,3 +363,30 @@ def declined(request, study_code):
 def full(request, study_code):
     study = _study(study_code)
     return render(request, "studyapp/full.html", {"study": study})
+
+
+@require_http_methods(["GET", "POST"])
+def leave(request, study_code):
+    """ "Stop and leave the study": GET asks to confirm, POST withdraws (places freed at once, answers kept)
+    and sends them to the study's return URL, if it has one."""
+    study = _study(study_code)
+    participant = _cookie_participant(request, study)
+    if participant is None:
+        return redirect("studyapp:join", study_code=study.code)
+    if participant.completed_at is not None or participant.consent != Participant.Consent.GIVEN:
+        return _go(study, participant)
+    if request.method == "GET":
+        if participant.withdrawn_at is not None:
+            return redirect("studyapp:left", study_code=study.code)
+        return render(request, "studyapp/leave.html", {"study": study, "back": request.GET.get("from", "")})
+    participant_withdraw(participant=participant)
+    return redirect(study.return_url) if study.return_url else redirect("studyapp:left", study_code=study.code)
+
+
+@require_GET
+def left(request, study_code):
+    study = _study(study_code)
+    participant = _cookie_participant(request, study)
+    if participant is None or participant.withdrawn_at is None:
+        return redirect("studyapp:join", study_code=study.code)
+    return render(request, "studyapp/left.html", {"study": study})

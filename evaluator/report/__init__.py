@@ -49,12 +49,14 @@ from .stats import (
     response_times,
 )
 from .trials import (
+    ATTENTION_UNITS,
     CONDITIONS,
     IDK,
     KINDS,
     PREPARED_ATTR,
     REQUIRED_COLUMNS,
     ReportInputError,
+    exclude_inattentive,
     exclude_participants,
     exclusion_counts,
     prepare_trials,
@@ -77,6 +79,11 @@ class ReportOptions:
     reference: str | None = None  # a published Table 2 (table2.csv shape); None: the paper's for meta benchmark
     beyond_paper: bool = True  # risk-coverage, soft labels and alignment, people + model combination
     combination_folds: int = 5
+    # Attention per trial (off by default): leave out answers (or, unit "participant", whole participants) with
+    # more window blurs or more ms hidden during the trial than these limits. Stated in the header when on.
+    max_blur_count: int | None = None
+    max_hidden_ms: int | None = None
+    attention_unit: str = "trial"
 
     def check(self) -> None:
         if self.average not in AVERAGES:
@@ -87,6 +94,12 @@ class ReportOptions:
             raise ReportInputError("--bootstrap must be >= 0")
         if int(self.combination_folds) < 2:
             raise ReportInputError("--combination-folds must be >= 2")
+        if self.attention_unit not in ATTENTION_UNITS:
+            raise ReportInputError(f"unknown attention unit {self.attention_unit!r} (use one of: "
+                                   f"{', '.join(ATTENTION_UNITS)})")
+        for name in ("max_blur_count", "max_hidden_ms"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ReportInputError(f"--{name.replace('_', '-')} must be >= 0")
 
 
 @dataclass
@@ -117,6 +130,8 @@ def compute_tables(trials: pd.DataFrame, *, options: ReportOptions = ReportOptio
     validated = validate_trials(trials)
     kept = exclude_participants(validated, include_simulated=options.include_simulated,
                                 include_attention_failed=options.include_attention_failed)
+    kept, inattentive = exclude_inattentive(kept, max_blur_count=options.max_blur_count,
+                                            max_hidden_ms=options.max_hidden_ms, unit=options.attention_unit)
     kept.attrs[PREPARED_ATTR] = True
     enc = encode(kept)
     vectors = validate_probabilities(probabilities, enc)
@@ -146,7 +161,7 @@ def compute_tables(trials: pd.DataFrame, *, options: ReportOptions = ReportOptio
     prompts = prompts_table(meta)
     if not prompts.empty:
         tables["prompts"] = prompts
-    counts = _counts(validated, kept)
+    counts = {**_counts(validated, kept), **inattentive}
     counts["n_probability_vectors"] = sum(len(items) for items, _ in vectors.vectors.values())
     return tables, counts
 

@@ -34,6 +34,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--include-simulated", action="store_true", help="keep simulated participants")
     parser.add_argument("--include-attention-failed", action="store_true",
                         help="keep participants who failed the attention checks")
+    parser.add_argument("--max-blur-count", type=int, metavar="N",
+                        help="leave out answers given with more than N window blurs (tab switches) during the trial")
+    parser.add_argument("--max-hidden-ms", type=int, metavar="MS",
+                        help="leave out answers given with the page hidden for more than MS ms during the trial")
+    parser.add_argument("--attention-unit", choices=("trial", "participant"), default="trial",
+                        help="with --max-blur-count / --max-hidden-ms: leave out those answers (trial, default) or "
+                             "every answer of a participant who gave one (participant)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0: no CIs)")
     parser.add_argument("--resample", choices=("two-way", "items", "participants"), default="two-way",
                         help="bootstrap unit (default two-way: human rows resample participants and items, model "
@@ -72,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
                             include_attention_failed=args.include_attention_failed, bootstrap=args.bootstrap,
                             resample=args.resample, seed=args.seed, static=not args.no_static,
                             reference=str(args.reference) if args.reference else None,
-                            beyond_paper=not args.no_beyond_paper, combination_folds=args.combination_folds)
+                            beyond_paper=not args.no_beyond_paper, combination_folds=args.combination_folds,
+                            max_blur_count=args.max_blur_count, max_hidden_ms=args.max_hidden_ms,
+                            attention_unit=args.attention_unit)
     try:
         meta = read_meta(args.meta)
         trials = read_trials_csv(args.trials)

@@ -140,6 +140,16 @@ def _exclusion_text(counts: Mapping, options: Mapping) -> str:
         n = counts.get(key, 0)
         state = "included" if options.get(flag) else "excluded"
         parts.append(f"{n} {label} subject(s) {state}")
+    limits = [f"{text} {options[key]}" for key, text in (("max_blur_count", "window blurs >"),
+                                                          ("max_hidden_ms", "ms hidden >"))
+              if options.get(key) is not None]
+    if limits:  # attention per trial: off by default, stated when on
+        what = ("participants with any answer given with " if options.get("attention_unit") == "participant"
+                else "answers given with ")
+        dropped = f"{counts.get('inattentive_answers_excluded', 0)} answer(s)"
+        if options.get("attention_unit") == "participant":
+            dropped += f", {counts.get('inattentive_subjects_excluded', 0)} participant(s)"
+        parts.append(f"{what}{' or '.join(limits)} excluded ({dropped})")
     return "; ".join(parts)
 
 

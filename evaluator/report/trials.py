@@ -18,6 +18,9 @@ KINDS = ("human", "model")
 REQUIRED_COLUMNS = ("subject", "subject_kind", "condition", "item", "target", "response", "rt_ms")
 FLAG_COLUMNS = ("simulated", "attention_failed")
 PROBABILITY_COLUMNS = ("p_target", "p_response")
+# Attention per trial (optional): window blurs and ms the page was hidden while the trial's clock ran.
+ATTENTION_COLUMNS = ("blur_count", "hidden_ms")
+ATTENTION_UNITS = ("trial", "participant")
 PREPARED_ATTR = "evaluator.report.prepared"
 TEXT_COLUMNS = ("subject", "subject_kind", "condition", "item", "target", "response")
 
@@ -42,7 +45,7 @@ def read_trials_csv(path: str | Path) -> pd.DataFrame:
     try:
         # keep_default_na=False: a class or subject called "NA"/"None" must stay a name.
         # Numbers: only a blank cell is missing; text is checked (and reported) by validate_trials.
-        blank = {col: [""] for col in ("rt_ms", *PROBABILITY_COLUMNS) if col in header}
+        blank = {col: [""] for col in ("rt_ms", *PROBABILITY_COLUMNS, *ATTENTION_COLUMNS) if col in header}
         return pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values=blank, low_memory=False)
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
         raise ReportInputError(f"cannot read {path} as CSV: {exc}") from exc
@@ -107,6 +110,13 @@ def validate_trials(trials: pd.DataFrame) -> pd.DataFrame:
             out[col] = values
     for col in FLAG_COLUMNS:
         out[col] = _flags(trials[col], col) if col in trials.columns else False
+    for col in ATTENTION_COLUMNS:
+        if col in trials.columns:
+            values = _numeric(trials[col], col)
+            bad = values.notna() & (~np.isfinite(values) | (values < 0))
+            if bad.any():
+                raise ReportInputError(f"column '{col}' must be a finite number ≥ 0 (data rows {_rows(bad)})")
+            out[col] = values
 
     targets_per_item = out.groupby("item", sort=False)["target"].nunique()
     conflicting = targets_per_item[targets_per_item > 1]
@@ -141,6 +151,31 @@ def exclude_participants(trials: pd.DataFrame, *, include_simulated: bool = Fals
         raise ReportInputError("no trials left after excluding simulated / attention-failed participants "
                                "(see --include-simulated and --include-attention-failed)")
     return kept
+
+
+def exclude_inattentive(trials: pd.DataFrame, *, max_blur_count: float | None = None,
+                        max_hidden_ms: float | None = None, unit: str = "trial") -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drop human answers given while the participant looked elsewhere: more than `max_blur_count` window blurs,
+    or the page hidden for more than `max_hidden_ms`, during the trial (None: no limit; both None: nothing
+    happens). unit "trial" drops those answers; "participant" drops every answer of a participant with one
+    such answer. Answers without measurements (models, older data) are kept. Returns the kept table and counts."""
+    if unit not in ATTENTION_UNITS:
+        raise ReportInputError(f"unknown attention unit {unit!r} (use one of: {', '.join(ATTENTION_UNITS)})")
+    over = np.zeros(len(trials), dtype=bool)
+    for col, limit in (("blur_count", max_blur_count), ("hidden_ms", max_hidden_ms)):
+        if limit is not None and col in trials.columns:
+            over |= (trials[col] > limit).fillna(False).to_numpy(dtype=bool)
+    if unit == "participant":
+        flagged = set(trials.loc[over, "subject"])
+        drop = trials["subject"].isin(flagged).to_numpy()
+    else:
+        drop = over
+    counts = {"inattentive_answers_excluded": int(drop.sum()),
+              "inattentive_subjects_excluded": int(trials.loc[drop, "subject"].nunique()) if unit == "participant" else 0}
+    kept = trials.loc[~drop].reset_index(drop=True)
+    if kept.empty:
+        raise ReportInputError("no trials left after excluding answers above the blur / hidden-time limits")
+    return kept, counts
 
 
 def prepare_trials(trials: pd.DataFrame, *, include_simulated: bool = False,

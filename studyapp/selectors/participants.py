@@ -1,12 +1,14 @@
 """Reads for the participant pages. Nothing here may hand a test item's label to a template."""
 
+import random
+import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
-from django.db.models.functions import Lower
+from django.db.models import OuterRef, Subquery
 
-from studyapp.models import Assignment, ClassLabel, Condition, Participant, ShotExample, Study
+from studyapp.models import Assignment, ClassLabel, ClassNameTranslation, Condition, Item, Participant, ShotExample, Study
 
 
 def participant_get(*, study: Study, code: str | uuid.UUID | None) -> Participant | None:
@@ -25,6 +27,7 @@ class Step(Enum):
     DECLINED = "declined"
     COMPLETE = "complete"
     FULL = "full"
+    WITHDRAWN = "withdrawn"  # stopped and left (or marked returned by the researcher)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ def participant_route(*, participant: Participant) -> NextStep:
         return NextStep(Step.DECLINED)
     if participant.completed_at is not None:
         return NextStep(Step.COMPLETE)
+    if participant.withdrawn_at is not None:
+        return NextStep(Step.WITHDRAWN)
     if participant.phases_entered == 0:
         return NextStep(Step.INSTRUCTIONS)
     conditions = participant_conditions(participant=participant)
@@ -79,10 +84,10 @@ def image_viewer_get(*, study_code: uuid.UUID, code: str | uuid.UUID | None) -> 
         participant_code = uuid.UUID(str(code))
     except ValueError:
         return None
-    row = (Participant.objects.filter(study__code=study_code, code=participant_code)
+    row = (Participant.objects.filter(study__code=study_code, code=participant_code, withdrawn_at__isnull=True)
            .values_list("study_id", "consent", "study__design", "condition_id", "phases_entered").first())
     if row is None:
-        return None
+        return None  # a stranger, or someone who left: no more images
     study_id, consent, design, condition_id, phases_entered = row
     return ImageViewer(study_id=study_id, consent_given=consent == Participant.Consent.GIVEN,
                        between=design == Study.Design.BETWEEN, condition_id=condition_id,
@@ -96,7 +101,8 @@ def trial_image_path(*, study_code: uuid.UUID, participant_code: str | uuid.UUID
     except ValueError:
         return None
     return Assignment.objects.filter(
-        code=code, participant__code=participant_code, participant__study__code=study_code
+        code=code, participant__code=participant_code, participant__study__code=study_code,
+        participant__withdrawn_at__isnull=True,
     ).values_list("item__image", flat=True).first()
 
 
@@ -147,13 +153,8 @@ def assignment_get_for_participant(*, participant: Participant, code: uuid.UUID)
 @dataclass(frozen=True)
 class Choice:
     value: str
-    name: str
-
-
-@dataclass(frozen=True)
-class GalleryClass:
-    name: str
-    example_codes: list[uuid.UUID]
+    name: str  # as this study shows it (translated where the study says so)
+    example_codes: list[uuid.UUID] = field(default_factory=list)  # shot conditions: the card's example photos
 
 
 @dataclass(frozen=True)
@@ -175,44 +176,56 @@ class TrialPage:
     shots: int
     choices: list[Choice]
     allow_idk: bool
-    gallery: list[GalleryClass]
     progress: Progress
+    next_trial_code: uuid.UUID | None = None  # the next trial of this part, whose photo the page prefetches
+
+
+def study_choices(*, study: Study) -> list[Choice]:
+    """Every class as the study's participants see it, sorted by the name they see (one query)."""
+    translated = ClassNameTranslation.objects.filter(study=study, label=OuterRef("pk")).values("name")[:1]
+    rows = (ClassLabel.objects.filter(dataset_id=study.dataset_id).annotate(shown=Subquery(translated))
+            .values_list("index", "name", "shown"))
+    choices = [Choice(value=str(index), name=shown or name) for index, name, shown in rows]
+    return sorted(choices, key=lambda c: (c.name.casefold(), int(c.value)))
 
 
 def trial_page(*, assignment: Assignment) -> TrialPage:
     condition = assignment.condition
     study = condition.study
-    choices = [
-        Choice(value=str(index), name=name)
-        for index, name in ClassLabel.objects.filter(dataset_id=study.dataset_id)
-        .order_by(Lower("name"), "index")
-        .values_list("index", "name")
-    ]
-    gallery: dict[str, GalleryClass] = {}
-    examples = ShotExample.objects.filter(condition=condition).order_by(Lower("label__name"), "rank")
-    for name, code in examples.values_list("label__name", "code"):
-        gallery.setdefault(name, GalleryClass(name=name, example_codes=[])).example_codes.append(code)
-    return TrialPage(
-        shots=condition.shots,
-        choices=choices,
-        allow_idk=study.allow_idk,
-        gallery=list(gallery.values()),
-        progress=participant_progress(participant=assignment.participant, condition=condition),
-    )
+    choices = study_choices(study=study)
+    if condition.shots:
+        by_index = {choice.value: choice for choice in choices}
+        for index, code in (ShotExample.objects.filter(condition=condition).order_by("label__index", "rank")
+                            .values_list("label__index", "code")):
+            by_index[str(index)].example_codes.append(code)
+    progress, next_code = _progress_and_next(participant=assignment.participant, condition=condition,
+                                             assignment=assignment)
+    return TrialPage(shots=condition.shots, choices=choices, allow_idk=study.allow_idk, progress=progress,
+                     next_trial_code=next_code)
 
 
 def participant_progress(*, participant: Participant, condition: Condition) -> Progress:
-    """Exact within the current phase; phases not yet entered are counted as full-length."""
+    return _progress_and_next(participant=participant, condition=condition)[0]
+
+
+def _progress_and_next(*, participant: Participant, condition: Condition,
+                       assignment: Assignment | None = None) -> tuple[Progress, uuid.UUID | None]:
+    """Progress: exact within the current phase; phases not yet entered are counted as full-length. And the
+    code of the reserved trial that follows `assignment` in its part (same query)."""
     conditions = participant_conditions(participant=participant)
     study = participant.study
     trials = participant.assignments.exclude(
         status=Assignment.Status.EXPIRED
     )  # an expired trial that was never re-claimed is not part of the participant's work
     counts: dict[int, list[int]] = {}
-    for condition_id, status in trials.values_list("condition_id", "status"):
+    following: list[tuple[int, uuid.UUID]] = []
+    for condition_id, status, position, code in trials.values_list("condition_id", "status", "position", "code"):
         total_answered = counts.setdefault(condition_id, [0, 0])
         total_answered[0] += 1
         total_answered[1] += status == Assignment.Status.ANSWERED
+        if (assignment is not None and condition_id == assignment.condition_id and position > assignment.position
+                and status == Assignment.Status.RESERVED):
+            following.append((position, code))
     per_phase_estimate = round(study.items_per_participant / (1 - study.attention_check_rate))
     not_entered = max(0, len(conditions) - participant.phases_entered)
     total, answered = counts.get(condition.pk, [0, 0])
@@ -223,4 +236,52 @@ def participant_progress(*, participant: Participant, condition: Condition) -> P
         trial_count=total,
         answered=sum(a for _, a in counts.values()),
         planned=sum(t for t, _ in counts.values()) + not_entered * per_phase_estimate,
+    ), (min(following)[1] if following else None)
+
+
+# Practice: images of the shot split that are not shot examples, drawn with the study's seed, shown with feedback
+# before the first part and never stored. Attention checks are drawn from the same split without them.
+
+
+def practice_item_ids(*, study: Study) -> list[int]:
+    """The study's practice images (ids, in the order shown): the same for every participant."""
+    if not study.practice_trials:
+        return []
+    pool = list(
+        Item.objects.filter(dataset_id=study.dataset_id, split=study.shot_split)
+        .exclude(id__in=ShotExample.objects.filter(condition__study=study).values("item_id"))
+        .order_by("id").values_list("id", flat=True)
     )
+    return random.Random(f"practice:{study.seed}").sample(pool, min(study.practice_trials, len(pool)))
+
+
+@dataclass(frozen=True)
+class PracticeTrial:
+    number: int  # 1-based
+    count: int
+    item: Item
+
+
+def practice_trial(*, study: Study, number: int) -> PracticeTrial | None:
+    ids = practice_item_ids(study=study)
+    if not 1 <= number <= len(ids):
+        return None
+    return PracticeTrial(number=number, count=len(ids), item=Item.objects.select_related("label").get(pk=ids[number - 1]))
+
+
+# Screen gate: what the study asks of a participant's screen, checked before consent.
+_PHONE_AGENT = re.compile(r"iPhone|iPod|Android.+Mobile|Mobile.+Firefox|Windows Phone|\bMobi\b")
+
+
+def user_agent_is_phone(user_agent: str) -> bool:
+    return bool(_PHONE_AGENT.search(user_agent or ""))
+
+
+def screen_fits(*, study: Study, width: int | None, height: int | None, phone: bool) -> bool:
+    """Whether a window of that size (None: not known) on that kind of device may take part in the study."""
+    if phone and not study.allow_phones:
+        return False
+    if width is not None and width < study.min_window_width:
+        return False
+    return height is None or height >= study.min_window_height
+

@@ -3,7 +3,7 @@
 from studyapp.models import IDK, Assignment, Condition, Study
 
 TRIAL_COLUMNS = ["subject", "subject_kind", "condition", "item", "target", "response", "rt_ms", "simulated",
-                 "attention_failed"]
+                 "attention_failed", "blur_count", "hidden_ms"]
 
 
 def human_trials(*, study: Study) -> list[dict]:
@@ -15,7 +15,7 @@ def human_trials(*, study: Study) -> list[dict]:
         .values_list(
             "participant__code", "condition__shots", "item__code", "item__label__name", "response__is_idk",
             "response__choice__name", "response__rt_client_ms", "response__rt_server_ms", "participant__simulated",
-            "participant__attention_failed",
+            "participant__attention_failed", "response__blur_count", "response__hidden_ms",
         )
     )
     return [
@@ -30,6 +30,10 @@ def human_trials(*, study: Study) -> list[dict]:
             "rt_ms": rt_client if rt_client is not None else rt_server,
             "simulated": simulated,
             "attention_failed": attention_failed,
+            # While the trial's clock ran: window blurs and ms the page was hidden (None: not measured).
+            "blur_count": blur_count,
+            "hidden_ms": hidden_ms,
         }
-        for (participant, shots, item, target, is_idk, choice, rt_client, rt_server, simulated, attention_failed) in rows
+        for (participant, shots, item, target, is_idk, choice, rt_client, rt_server, simulated, attention_failed,
+             blur_count, hidden_ms) in rows
     ]

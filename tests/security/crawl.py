@@ -145,6 +145,28 @@ def crawl_participant_pages() -> Crawl:
     slow.post(_path(slow_page), {"choice": "0"}, follow=True)
     walk_to_done(browser(), tiny)
 
+    # Issue 15: practice with feedback, leaving (confirm, leave, left), the screen gate, failed attention checks.
+    practice = make_study(dataset=dataset, practice_trials=2, items_per_participant=2, title="Practice study",
+                          allow_phones=False, attention_check_rate=0.5, attention_threshold=1.0)
+    crawl.studies.append(practice)
+    learner = browser()
+    consent(learner, practice)
+    for number in (1, 2):
+        learner.get(f"/s/{practice.code}/practice/{number}")
+        learner.get(f"/s/{practice.code}/practice/{number}/image")
+        learner.post(f"/s/{practice.code}/practice/{number}", {"choice": "0"})
+    first = learner.post(f"/s/{practice.code}/instructions", follow=True)
+    learner.get(f"/s/{practice.code}/leave")
+    learner.post(f"/s/{practice.code}/leave", follow=True)
+    learner.get(_path(first), follow=True)  # a trial of someone who left
+    browser(HTTP_USER_AGENT="Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148").get(
+        join_url(practice))
+    careless = browser()
+    page = consent(careless, practice)
+    page = careless.post(f"/s/{practice.code}/instructions", follow=True)
+    while trial_code(page):
+        page = answer(careless, page, "idk")  # every check wrong: the please-return page
+
     # Declining, and coming back after declining.
     decliner = browser()
     consent(decliner, within, decision="decline", PROLIFIC_PID="crawl-decliner", SESSION_ID="d")

@@ -151,10 +151,15 @@ def test_every_code_in_a_participant_url_is_a_random_uuid4_and_no_database_id_ap
     participant_urls += [hop.headers["Location"] for hop in crawl.hops if hop.headers.get("Location", "").startswith("/s/")]
     assert len(participant_urls) > 100
     for url in participant_urls:
-        for segment in url.strip("/").split("/")[1:]:
+        segments = url.strip("/").split("/")[1:]
+        for before, segment in zip(["s", *segments], segments, strict=False):
             if re.fullmatch(r"[0-9a-f-]{36}", segment):
                 assert uuid.UUID(segment).version == 4, url
+            elif before == "practice":
+                # The practice image's place in the study's practice list (1, 2, ...), the same for everyone: no
+                # database id, and its label is shown after the answer anyway.
+                assert re.fullmatch(r"[1-9][0-9]?", segment), url
             else:
                 assert segment in {"join", "instructions", "next", "t", "image", "examples", "done", "declined",
-                                   "full"}, url
+                                   "full", "practice", "leave", "left"}, url
     assert Participant.objects.count() > 5

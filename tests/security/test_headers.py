@@ -37,13 +37,16 @@ def test_every_response_has_a_strict_csp_and_denies_framing_sniffing_and_referre
         assert hop.headers["Cross-Origin-Opener-Policy"] == "same-origin", hop
 
 
-def test_participant_pages_and_trial_images_are_never_cached(crawl):
+def test_participant_pages_are_never_cached_and_images_only_by_the_participants_own_browser(crawl):
     for hop in crawl.hops:
         if not hop.url.startswith("/s/"):
             continue
         if "/examples/" in hop.url and hop.status == 200:
             # Labelled by design and the same on every trial: the participant's own browser may keep them.
             assert hop.headers["Cache-Control"] == "private, max-age=86400", hop
+        elif hop.url.endswith("/image") and hop.status == 200:
+            # The trial page prefetches the next trial's photo; only the owner's browser may keep it (issue 15).
+            assert hop.headers["Cache-Control"] == "private, max-age=3600", hop
         else:
             assert "no-store" in hop.headers["Cache-Control"], hop
 

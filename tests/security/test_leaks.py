@@ -1,7 +1,8 @@
 """Labels never reach a participant: not in any body, header, cookie or URL of any participant-facing response.
 
-Class names are shown by design in exactly two places: the answer buttons and the labelled example
-gallery, both identical on every trial of a condition. Anywhere else, a class name, an original file
+Class names are shown by design in exactly two places: the answers (buttons, or in one-/two-shot parts
+cards holding each class's example photos), identical on every trial of a condition, and the feedback of
+a practice image (a shot-split image, never a test item). Anywhere else, a class name, an original file
 name (it can name the class), a content hash or an item's internal code would be a leak.
 """
 
@@ -17,8 +18,8 @@ from tests.security.crawl import BREEDS, crawl_participant_pages
 pytestmark = pytest.mark.django_db
 
 _BY_DESIGN = [
-    re.compile(r'<div class="choices"[^>]*>.*?</div>', re.S),  # the answer buttons
-    re.compile(r'<details class="gallery"[^>]*>.*?</details>', re.S),  # labelled shot examples
+    re.compile(r"<!-- answers -->.*?<!-- /answers -->", re.S),  # the answers, with their example photos
+    re.compile(r"<!-- practice feedback -->.*?<!-- /practice feedback -->", re.S),  # a practice image's label
 ]
 
 
@@ -45,14 +46,17 @@ def test_the_crawl_reaches_every_kind_of_participant_page(crawl):
     statuses = {hop.status for hop in crawl.hops}
     assert {200, 302, 400, 403, 404, 405, 410, 429, 503} <= statuses
     paths = " ".join(hop.url for hop in crawl.hops)
-    for page in ("/join", "/instructions", "/next", "/done", "/full", "/declined", "/image", "/examples/"):
+    for page in ("/join", "/instructions", "/next", "/done", "/full", "/declined", "/image", "/examples/",
+                 "/practice/", "/leave", "/left"):
         assert page in paths, page
     answered_shots = set(Assignment.objects.filter(response__isnull=False).values_list("condition__shots", flat=True))
     assert answered_shots == {0, 1, 2}
     html = " ".join(hop.text for hop in crawl.html())
     assert "went to someone else" in html and "Please wait a moment" in html and "Back in a moment" in html
     for identity_page in ("Please use your personal study link", "Continue where you left off", "That code is not right",
-                          "You have already taken part", "Ready to go on", "Your resume code"):
+                          "You have already taken part", "Ready to go on", "Your resume code",
+                          "Practice answers are not recorded", "Stop and leave the study?", "You have left the study",
+                          "cannot be done on a phone", "Please return the study on the site"):
         assert identity_page in html, identity_page
 
 
@@ -64,7 +68,7 @@ def test_no_url_header_or_cookie_names_a_class_a_file_or_a_content_hash(crawl):
         assert not found, f"{hop}: {found}"
 
 
-def test_class_names_appear_only_in_the_answer_buttons_and_the_example_gallery(crawl):
+def test_class_names_appear_only_in_the_answers_and_practice_feedback(crawl):
     spellings = label_spellings()
     pages_with_names = 0
     for hop in crawl.html():

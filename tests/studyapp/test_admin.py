@@ -102,6 +102,7 @@ def test_an_open_studys_design_is_read_only_in_the_admin_and_a_post_changes_only
         "conditions-TOTAL_FORMS": len(conditions), "conditions-INITIAL_FORMS": len(conditions),
         **{f"conditions-{i}-id": c.pk for i, c in enumerate(conditions)},
         **{f"conditions-{i}-study": study.pk for i, c in enumerate(conditions)},
+        "class_names-TOTAL_FORMS": 0, "class_names-INITIAL_FORMS": 0,
     })
     assert response.status_code == 302, response.content.decode()[:3000]
     after = Study.objects.get(pk=study.pk)
@@ -136,7 +137,7 @@ def test_deleting_attention_check_images_with_the_admin_action_is_refused_with_t
     spare = Item.objects.filter(dataset=study.dataset, split="train").exclude(id__in=shots).first()
     response = admin_client.post(reverse("admin:studyapp_item_changelist"),
                                  {"action": "delete_selected", "_selected_action": [spare.pk], "post": "yes"}, follow=True)
-    assert "(test item, shot example or attention check) cannot change" in response.content.decode()
+    assert "(test item, shot example, attention check or practice image) cannot change" in response.content.decode()
     assert Item.objects.filter(pk=spare.pk).exists()
 
 
@@ -149,13 +150,18 @@ def test_the_classes_of_a_dataset_that_an_open_study_uses_are_read_only_in_the_a
     assert 'name="classes-0-name"' in html
 
 
+# The participant-session settings (issue 15) as the add form posts them by default.
+SESSION_DEFAULTS = {"language": "en", "min_window_width": 0, "min_window_height": 0, "allow_phones": "on",
+                    "practice_trials": 0}
+
+
 def test_a_study_created_in_the_admin_gets_items_conditions_and_shots(admin_client):
     dataset = make_dataset(n_classes=2, train_per_class=2, test_per_class=3)
     response = admin_client.post(reverse("admin:studyapp_study_add"), {
         "title": "From the admin", "dataset": dataset.pk, "design": "within", "k_per_item": 5,
         "items_per_participant": 10, "allow_idk": "on", "test_split": "test", "shot_split": "train", "seed": 11,
         "reservation_minutes": 30, "attention_check_rate": 0, "attention_threshold": 0.5,
-        "conditions-TOTAL_FORMS": 0, "conditions-INITIAL_FORMS": 0,
+        "conditions-TOTAL_FORMS": 0, "conditions-INITIAL_FORMS": 0, **SESSION_DEFAULTS,
     })
     assert response.status_code == 302, response.content.decode()[:2000]
     study = Study.objects.get(title="From the admin")
@@ -169,7 +175,7 @@ def test_the_admin_refuses_a_study_whose_shots_cannot_be_drawn(admin_client):
         "title": "Too few", "dataset": dataset.pk, "design": "within", "k_per_item": 5, "items_per_participant": 10,
         "test_split": "test", "shot_split": "train", "seed": 1, "reservation_minutes": 30,
         "attention_check_rate": 0, "attention_threshold": 0.5,
-        "conditions-TOTAL_FORMS": 0, "conditions-INITIAL_FORMS": 0,
+        "conditions-TOTAL_FORMS": 0, "conditions-INITIAL_FORMS": 0, **SESSION_DEFAULTS,
     })
     assert response.status_code == 200
     assert "2 shot example(s) per class are needed" in response.content.decode()

@@ -8,7 +8,7 @@ from django.test import Client
 from django.utils import timezone
 from PIL import Image
 
-from studyapp.models import Assignment, Participant, Response, Study
+from studyapp.models import Assignment, Participant, Response, ShotExample, Study
 from studyapp.services.participants import JoinLink, participant_enter, response_submit
 from studyapp.services.studies import study_close
 from tests.factories import make_dataset, make_study
@@ -266,7 +266,7 @@ def test_within_subjects_phases_run_zero_then_one_then_two_shot():
     assert path(page) == f"/s/{study.code}/done"
 
 
-def test_shot_examples_are_shown_with_their_names_in_one_and_two_shot_trials_only():
+def test_shot_examples_are_the_answer_cards_with_their_names_in_one_and_two_shot_trials_only():
     study = small_study(design=Study.Design.WITHIN, items_per_participant=1)
     client = Client()
     page = start(client, study)
@@ -274,13 +274,22 @@ def test_shot_examples_are_shown_with_their_names_in_one_and_two_shot_trials_onl
     while trial_code(page):
         shots = Assignment.objects.get(code=trial_code(page)).condition.shots
         html = page.content.decode()
-        examples = re.findall(r'<img src="(/s/[^"]+/examples/[0-9a-f-]{36})" alt="Example: ([^"]+)"', html)
-        counts[shots] = len(examples)
-        for url, _name in examples:
+        # Each card is one answer button holding its class's example photos and its name.
+        cards = re.findall(r'<button type="submit" name="choice" value="(\d+)" class="choice card-answer">'
+                           r'<span class="thumbs">(.*?)</span><span class="card-name">([^<]+)</span></button>', html)
+        examples = [url for _, thumbs, _ in cards for url in re.findall(r'src="(/s/[^"]+/examples/[0-9a-f-]{36})"',
+                                                                          thumbs)]
+        counts[shots] = (len(cards), len(examples))
+        assert all(len(re.findall("<img", thumbs)) == shots for _, thumbs, _ in cards)
+        for url in examples:
             image = client.get(url)
             assert image.status_code == 200 and image["Content-Type"] == "image/jpeg"
+        if shots:
+            by_value = {value: name for value, _, name in cards}
+            labels = {str(e.label.index): e.label.name for e in ShotExample.objects.filter(condition__shots=shots)}
+            assert by_value == labels  # a card's photos are examples of the class it answers
         page = answer(client, page)
-    assert counts == {0: 0, 1: 3, 2: 6}
+    assert counts == {0: (0, 0), 1: (3, 3), 2: (3, 6)}
 
 
 def test_the_progress_bar_and_trial_number_advance():
@@ -378,7 +387,8 @@ def test_trial_images_are_jpeg_without_exif_and_name_no_file():
     image = client.get(path(page) + "/image")
     assert image.status_code == 200 and image["Content-Type"] == "image/jpeg"
     assert "Content-Disposition" not in image
-    assert "no-store" in image["Cache-Control"]
+    # The participant's own browser may keep it (the page prefetches the next photo); no shared cache may.
+    assert image["Cache-Control"] == "private, max-age=3600"
     decoded = Image.open(io.BytesIO(image.content))
     assert decoded.format == "JPEG" and not decoded.getexif() and "exif" not in decoded.info
 
@@ -394,6 +404,7 @@ def test_trial_pages_of_different_classes_differ_only_in_opaque_codes_and_progre
         html = page.content.decode()
         html = html.replace(str(assignment.code), "CODE")
         html = re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "CSRF", html)
+        html = re.sub(r' data-next-image="[^"]+"', '', html)  # the next trial's opaque code, if there is one
         # Progress differs by design, and the first trial of a part carries a notice.
         html = re.sub(r"Image \d of \d|\d+% done|value=\"\d+\" aria-label|>\d+%<|<p class=\"notice\">.*?</p>", "", html,
                       flags=re.S)

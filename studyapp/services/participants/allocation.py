@@ -27,12 +27,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from studyapp.models import Assignment, Condition, Item, Participant, ShotExample, Study
+from studyapp.selectors.participants import practice_item_ids
 
 logger = logging.getLogger(__name__)
+
+# Prolific: a study longer than about five minutes that uses attention checks needs at least two of them (one
+# failed check is no ground for anything). A trial is estimated at this many seconds, the slow end of a 37-way
+# choice (the demo's simulated participants take ~2 s, people looking at examples far longer).
+SECONDS_PER_TRIAL_ESTIMATE = 6
+LONG_STUDY_SECONDS = 5 * 60
+MIN_CHECKS_IN_A_LONG_STUDY = 2
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,9 @@ def _allocate(*, participant: Participant, condition: Condition) -> None:
     )
     n_test = len(choice.chosen)
     spares = iter(choice.spares)
-    check_items = _attention_check_items(participant=participant, n=_check_count(n_test, study, rng), rng=rng)
+    minimum = checks_minimum_per_part(study=study)
+    check_items = _attention_check_items(participant=participant, n=_check_count(n_test, study, rng, minimum=minimum),
+                                         rng=rng)
     kinds = [True] * len(check_items) + [False] * n_test
     rng.shuffle(kinds)
     checks, tests = iter(check_items), iter(choice.chosen)
@@ -157,24 +168,45 @@ def _claim_slot(
     return False
 
 
-def _check_count(n_test: int, study: Study, rng: random.Random) -> int:
+def _check_count(n_test: int, study: Study, rng: random.Random, *, minimum: int = 0) -> int:
     """Checks such that they make up attention_check_rate of the phase's trials, rounded at random
-    so that the expected share is exact even for short phases."""
+    so that the expected share is exact even for short phases; at least `minimum` (a long study)."""
     rate = study.attention_check_rate
     if n_test == 0 or rate <= 0:
         return 0
     wanted = n_test * rate / (1 - rate)
-    return int(wanted) + (rng.random() < wanted - int(wanted))
+    # The random draw is made whatever the minimum, so that a participant's later draws do not depend on it.
+    drawn = int(wanted) + (rng.random() < wanted - int(wanted))
+    return max(drawn, minimum)
+
+
+def study_parts(*, study: Study) -> int:
+    """How many parts each participant takes: one between subjects, every condition within."""
+    return 1 if study.design == Study.Design.BETWEEN else study.conditions.count()
+
+
+def checks_minimum_per_part(*, study: Study) -> int:
+    """A study with attention checks whose trials take longer than LONG_STUDY_SECONDS (estimated) gives every
+    participant at least MIN_CHECKS_IN_A_LONG_STUDY checks, spread over the parts; 0 otherwise."""
+    if study.attention_check_rate <= 0:
+        return 0
+    parts = study_parts(study=study)
+    per_part = study.items_per_participant / (1 - study.attention_check_rate)
+    if parts * per_part * SECONDS_PER_TRIAL_ESTIMATE <= LONG_STUDY_SECONDS:
+        return 0
+    return -(-MIN_CHECKS_IN_A_LONG_STUDY // max(parts, 1))
 
 
 def _attention_check_items(*, participant: Participant, n: int, rng: random.Random) -> list[int]:
-    """Known-answer items: from the study's shot split, never a shot example, never twice per participant."""
+    """Known-answer items: from the study's shot split, never a shot example nor a practice image (whose labels
+    the participant may have been shown), never twice per participant."""
     if n == 0:
         return []
     study = participant.study
     pool = list(
         Item.objects.filter(dataset_id=study.dataset_id, split=study.shot_split)
         .exclude(id__in=ShotExample.objects.filter(condition__study=study).values("item_id"))
+        .exclude(id__in=practice_item_ids(study=study))
         .exclude(id__in=participant.assignments.filter(is_attention_check=True).values("item_id"))
         .order_by("id")
         .values_list("id", flat=True)
@@ -233,24 +265,26 @@ def condition_for_new_participant(*, study: Study) -> Condition | None:
     # no_key: foreign-key checks of concurrent inserts (they share-lock the key) need not wait for it.
     list(Study.objects.select_for_update(no_key=True).filter(pk=study.pk).values_list("pk", flat=True))
     now = timezone.now()
-    conditions = list(study.conditions.order_by("shots"))
-    tie_order = random.Random(f"conditions:{study.seed}").sample(conditions, len(conditions))
-    taken = dict(
-        Assignment.objects.filter(condition__study=study, is_attention_check=False)
+    # Places taken and fresh joiners in ONE statement: one snapshot. As two queries (each its own snapshot under
+    # READ COMMITTED), a participant whose first part was allocated between them counted in neither (no longer
+    # fresh, reservations not yet seen), and joins arriving together drifted out of balance.
+    taken = Subquery(
+        Assignment.objects.filter(condition=OuterRef("pk"), is_attention_check=False)
         .filter(Q(status=Assignment.Status.ANSWERED) | Q(status=Assignment.Status.RESERVED, expires_at__gte=now))
-        .values("condition").annotate(n=Count("id")).values_list("condition", "n")
+        .order_by().values("condition").annotate(n=Count("id")).values("n")
     )
-    fresh = dict(
+    fresh = Subquery(
         Participant.objects.filter(
-            study=study, consent=Participant.Consent.GIVEN, condition__isnull=False, phases_entered=0,
+            condition=OuterRef("pk"), consent=Participant.Consent.GIVEN, phases_entered=0,
             created_at__gte=now - timedelta(minutes=study.reservation_minutes),
-        ).values("condition").annotate(n=Count("id")).values_list("condition", "n")
+        ).order_by().values("condition").annotate(n=Count("id")).values("n")
     )
+    conditions = list(study.conditions.order_by("shots").annotate(taken=Coalesce(taken, 0), fresh=Coalesce(fresh, 0)))
+    tie_order = random.Random(f"conditions:{study.seed}").sample(conditions, len(conditions))
     capacity = study.study_items.count() * study.k_per_item
 
     def rank(condition: Condition) -> tuple[bool, int]:
-        places = taken.get(condition.pk, 0)
-        return places >= capacity, places + study.items_per_participant * fresh.get(condition.pk, 0)
+        return condition.taken >= capacity, condition.taken + study.items_per_participant * condition.fresh
 
     # min() keeps the first of equals, so ties go by the seeded order.
     return min(tie_order, key=rank)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from studyapp.models import IDK, Assignment, ClassLabel, Response, Study
+from studyapp.models import IDK, Assignment, ClassLabel, Participant, Response, Study
 from studyapp.services.participants.allocation import _reclaim
 
 _MAX_RT_MS = 2**31 - 1  # PositiveIntegerField's portable upper bound
@@ -26,13 +26,26 @@ class SubmitOutcome:
     refused: bool = False  # the reservation expired and its item has no free slot any more
 
 
-def response_submit(*, assignment: Assignment, choice: str, rt_client_ms: int | None = None) -> SubmitOutcome:
+@dataclass(frozen=True)
+class ClientTimings:
+    """What the trial page measured (milliseconds; None where the browser sent nothing usable): see Response."""
+
+    rt_client_ms: int | None = None
+    images_ready_ms: int | None = None
+    clock_start_ms: int | None = None
+    blur_count: int | None = None
+    hidden_ms: int | None = None
+
+
+def response_submit(*, assignment: Assignment, choice: str, rt_client_ms: int | None = None,
+                    timings: ClientTimings | None = None) -> SubmitOutcome:
     """Record the answer to a trial, exactly once.
 
     Idempotent: a repeated submission (double click, reload, retry) returns the stored response
     unchanged, whatever it says. `choice` is exactly what the page offered: a class index of the study's
-    dataset written as the page writes it, or "idk".
+    dataset written as the page writes it, or "idk". A participant who has left (withdrawn) answers nothing.
     """
+    timings = timings or ClientTimings(rt_client_ms=rt_client_ms)
     now = timezone.now()
     with transaction.atomic():
         # The row lock makes concurrent duplicates wait here and then find the first one's response.
@@ -47,6 +60,10 @@ def response_submit(*, assignment: Assignment, choice: str, rt_client_ms: int | 
             return SubmitOutcome(existing)
         label = _parse_choice(study=locked.condition.study, choice=choice)
         if locked.status == Assignment.Status.EXPIRED:
+            # Withdrawing expires every reservation: such a trial is not taken back (checked only here, so an
+            # ordinary answer costs no query more).
+            if Participant.objects.filter(pk=locked.participant_id, withdrawn_at__isnull=False).exists():
+                return SubmitOutcome(None, refused=True)
             if not _reclaim(assignment=locked, to_status=Assignment.Status.ANSWERED):
                 return SubmitOutcome(None, refused=True)
         else:
@@ -58,12 +75,17 @@ def response_submit(*, assignment: Assignment, choice: str, rt_client_ms: int | 
             with transaction.atomic():
                 response = Response.objects.create(
                     assignment=locked, choice=label, is_idk=label is None,
-                    rt_client_ms=None if rt_client_ms is None else min(_MAX_RT_MS, max(0, rt_client_ms)),
-                    rt_server_ms=rt_server_ms,
+                    rt_client_ms=_clamp(timings.rt_client_ms), rt_server_ms=rt_server_ms,
+                    images_ready_ms=_clamp(timings.images_ready_ms), clock_start_ms=_clamp(timings.clock_start_ms),
+                    blur_count=_clamp(timings.blur_count), hidden_ms=_clamp(timings.hidden_ms),
                 )
         except IntegrityError:
             return SubmitOutcome(Response.objects.get(assignment=locked))
     return SubmitOutcome(response, created=True)
+
+
+def _clamp(value: int | None) -> int | None:
+    return None if value is None else min(_MAX_RT_MS, max(0, value))
 
 
 def _parse_choice(*, study: Study, choice: str) -> ClassLabel | None:

@@ -31,6 +31,8 @@ def participant_allocate_next_step(*, participant: Participant, start: bool = Fa
         return NextStep(Step.DECLINED)
     if participant.completed_at is not None:
         return NextStep(Step.COMPLETE)
+    if participant.withdrawn_at is not None:
+        return NextStep(Step.WITHDRAWN)
     if participant.phases_entered == 0 and not start:
         return NextStep(Step.INSTRUCTIONS)
     assignment = assignment_next(participant=participant)
@@ -95,6 +97,40 @@ def assignment_show(*, assignment: Assignment) -> Assignment | None:
         Assignment.objects.filter(pk=assignment.pk, shown_at__isnull=True).update(shown_at=timezone.now())
         assignment.refresh_from_db(fields=["shown_at"])
     return assignment
+
+
+def participant_withdraw(*, participant: Participant) -> bool:
+    """The participant stops and leaves (or the researcher marks them returned): their live reservations are
+    freed at once, so the places go to others now rather than when the reservations would lapse; what they
+    answered stays. Finished participants are left as they are. True if this call withdrew them."""
+    with transaction.atomic():
+        won = Participant.objects.filter(
+            pk=participant.pk, withdrawn_at__isnull=True, completed_at__isnull=True
+        ).update(withdrawn_at=timezone.now())
+        if won:
+            # Expired frees the slot under assignment_live_slot_unique. An answer racing this waits on the
+            # row lock: it either lands first (and is kept) or finds the trial expired and is refused.
+            participant.assignments.filter(status=Assignment.Status.RESERVED).update(status=Assignment.Status.EXPIRED)
+    participant.refresh_from_db(fields=["withdrawn_at", "completed_at"])
+    return bool(won)
+
+
+def participants_mark_returned(*, study, external_ids: list[str]) -> dict[str, list[str]]:
+    """The researcher pastes or uploads ids of people who returned the study on the recruiting site (e.g.
+    Prolific's "returned" list): each is withdrawn as if they had pressed "Stop and leave". Returns the ids by
+    outcome: withdrawn, already (withdrawn or finished before), unknown (no participant with that id)."""
+    outcome: dict[str, list[str]] = {"withdrawn": [], "already": [], "unknown": []}
+    wanted = list(dict.fromkeys(i for i in external_ids if i))
+    found = {p.external_id: p for p in Participant.objects.filter(study=study, external_id__in=wanted)}
+    for external_id in wanted:
+        participant = found.get(external_id)
+        if participant is None:
+            outcome["unknown"].append(external_id)
+        elif participant_withdraw(participant=participant):
+            outcome["withdrawn"].append(external_id)
+        else:
+            outcome["already"].append(external_id)
+    return outcome
 
 
 def participant_complete(*, participant: Participant) -> Participant:
