@@ -6,6 +6,7 @@ import pandas as pd
 
 from evaluator.house import training_note
 from evaluator.models import ModelRun
+from evaluator.probability_table import model_probability_table
 from evaluator.report import ReportOptions, ReportResult, build_report, compute_report
 from evaluator.selectors import model_runs_for_study, model_trials
 from evaluator.services import study_benchmark
@@ -21,7 +22,7 @@ def study_trials(*, study: Study) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=TRIAL_COLUMNS + MODEL_COLUMNS)
     # Models are never simulated or attention-failed; booleans must stay booleans for the CSV.
     for column in ("simulated", "attention_failed"):
-        frame[column] = frame[column].fillna(False).astype(bool)
+        frame[column] = frame[column].astype("boolean").fillna(False).astype(bool)
     return frame
 
 
@@ -70,9 +71,10 @@ def _model_line(run: ModelRun) -> str:
 
 
 def study_report_compute(*, study: Study, options: ReportOptions) -> ReportResult:
-    return compute_report(study_trials(study=study), meta=study_report_meta(study=study), options=options)
+    return compute_report(study_trials(study=study), meta=study_report_meta(study=study), options=options,
+                          probabilities=model_probability_table(study=study))
 
 
 def study_report_write(*, study: Study, out_dir: Path, options: ReportOptions) -> ReportResult:
     return build_report(study_trials(study=study), out_dir=out_dir, meta=study_report_meta(study=study),
-                        options=options)
+                        options=options, probabilities=model_probability_table(study=study))
