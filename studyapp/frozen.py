@@ -14,6 +14,8 @@ or closed, the database refuses:
   buttons and the model's prompts, shared by every study of the dataset);
 - any insert, delete or change of an item it shows: a test item, a shot example, or an attention-check
   item (the dataset's shot split, when the study has attention checks).
+Its protocol (StudyProtocol, written in the transaction that opens it) is refused any change or deletion,
+ever, and a protocol for a draft study is refused.
 
 Migrations: `freeze()` (re)creates every trigger, `unfreeze()` drops them. SQLite rebuilds a table for
 most schema changes, and its rename step fails while a trigger elsewhere names the table, so a
@@ -66,6 +68,9 @@ STUDY, STUDY_ITEM, CONDITION, SHOT, CLASS_LABEL, ITEM = (
     "studyapp_item",
 )
 FROZEN_TABLES: tuple[str, ...] = (STUDY, STUDY_ITEM, CONDITION, SHOT, CLASS_LABEL, ITEM)
+# The protocol registered when a study opens: never changed, never deleted. Created by a later migration than
+# the others, so its rule is made only where the table exists (see `tables` below).
+PROTOCOL = "studyapp_studyprotocol"
 # The prefix of every refusal: services and the admin recognise the error by it.
 MARK = "frozen study: "
 _PG_TRUNCATE = "studyapp_frozen_truncate"  # one statement-level trigger (and function) for all six tables
@@ -124,7 +129,8 @@ def _on_children(name: str, table: str, parent_frozen, parent_column: str, what:
 
 
 def _rules(vendor: str, *, study_columns: Sequence[str], class_columns: Sequence[str],
-           item_columns: Sequence[str]) -> list[_Rule]:
+           item_columns: Sequence[str], tables: Iterable[str] | None = None) -> list[_Rule]:
+    """Every rule; with `tables` (those that exist), only the rules whose tables exist."""
     rules = [
         _Rule("studyapp_frozen_study_born_draft", STUDY, {"INSERT": "NEW.status <> 'draft'"},
               f"{MARK}a study is created as a draft and opened by study_open"),
@@ -149,7 +155,14 @@ def _rules(vendor: str, *, study_columns: Sequence[str], class_columns: Sequence
             "DELETE": f"({_item_shown('OLD.id')} OR {_check_pool('OLD')})",
         }, f"{MARK}an item that an open or closed study shows (test item, shot example or attention check) "
            f"cannot change ({', '.join(item_columns)})"),
+        # Written once, by study_open, in the transaction that moves the study out of draft.
+        _Rule("studyapp_frozen_protocol", PROTOCOL, {
+            "INSERT": f"NOT {_study_frozen('NEW.study_id')}", "UPDATE": "1 = 1", "DELETE": "1 = 1",
+        }, f"{MARK}a study's protocol is written when it opens and never changes"),
     ]
+    if tables is not None:
+        present = set(tables)
+        rules = [rule for rule in rules if rule.table in present]
     if study_columns:
         rules.insert(1, _Rule("studyapp_frozen_study_design", STUDY, {
             "UPDATE": f"OLD.status <> 'draft' AND {_changed(study_columns, vendor)}",
@@ -169,9 +182,11 @@ def _sqlite_trigger_names() -> list[tuple[str, str]]:
 
 def create_sql(vendor: str, *, study_columns: Sequence[str] = STUDY_FROZEN_COLUMNS,
                class_columns: Sequence[str] = CLASS_LABEL_FROZEN_COLUMNS,
-               item_columns: Sequence[str] = ITEM_FROZEN_COLUMNS) -> list[str]:
-    """The statements that create every frozen-study trigger on this vendor ("postgresql" or "sqlite")."""
-    rules = _rules(vendor, study_columns=study_columns, class_columns=class_columns, item_columns=item_columns)
+               item_columns: Sequence[str] = ITEM_FROZEN_COLUMNS, tables: Iterable[str] | None = None) -> list[str]:
+    """The statements that create every frozen-study trigger on this vendor ("postgresql" or "sqlite"); with
+    `tables`, only those on tables that exist (a migration before a table's own)."""
+    rules = _rules(vendor, study_columns=study_columns, class_columns=class_columns, item_columns=item_columns,
+                   tables=tables)
     if vendor == "sqlite":
         return [
             f"CREATE TRIGGER {rule.name}_{event.lower()} BEFORE {event} ON {rule.table} FOR EACH ROW "
@@ -202,19 +217,26 @@ def create_sql(vendor: str, *, study_columns: Sequence[str] = STUDY_FROZEN_COLUM
         f"{_quote(MARK + 'TRUNCATE would empty open or closed studies')};\n  END IF;\n  RETURN NULL;\nEND $$"
     )
     out += [f"CREATE TRIGGER {_PG_TRUNCATE} BEFORE TRUNCATE ON {table} "
-            f"FOR EACH STATEMENT EXECUTE FUNCTION {_PG_TRUNCATE}()" for table in FROZEN_TABLES]
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {_PG_TRUNCATE}()" for table in _truncate_tables(tables)]
     return out
 
 
-def drop_sql(vendor: str) -> list[str]:
-    """The statements that drop every frozen-study trigger (those that exist) on this vendor."""
+def _truncate_tables(tables: Iterable[str] | None) -> list[str]:
+    all_tables = [*FROZEN_TABLES, PROTOCOL]
+    return all_tables if tables is None else [t for t in all_tables if t in set(tables)]
+
+
+def drop_sql(vendor: str, *, tables: Iterable[str] | None = None) -> list[str]:
+    """The statements that drop every frozen-study trigger (those that exist) on this vendor; with `tables`, only
+    on tables that exist (PostgreSQL names the table in DROP TRIGGER)."""
     if vendor == "sqlite":
         return [f"DROP TRIGGER IF EXISTS {name}" for name, _ in _sqlite_trigger_names()]
-    rules = _rules(vendor, study_columns=("seed",), class_columns=("name",), item_columns=("label_id",))
+    rules = _rules(vendor, study_columns=("seed",), class_columns=("name",), item_columns=("label_id",),
+                   tables=tables)
     out = []
     for rule in rules:
         out += [f"DROP TRIGGER IF EXISTS {rule.name} ON {rule.table}", f"DROP FUNCTION IF EXISTS {rule.name}()"]
-    out += [f"DROP TRIGGER IF EXISTS {_PG_TRUNCATE} ON {table}" for table in FROZEN_TABLES]
+    out += [f"DROP TRIGGER IF EXISTS {_PG_TRUNCATE} ON {table}" for table in _truncate_tables(tables)]
     return out + [f"DROP FUNCTION IF EXISTS {_PG_TRUNCATE}()"]
 
 
@@ -229,19 +251,25 @@ def _columns_in_state(apps, model_name: str) -> list[str]:
     return [field.column for field in apps.get_model("studyapp", model_name)._meta.concrete_fields]
 
 
+def _tables_in_state(apps) -> list[str]:
+    return [model._meta.db_table for model in apps.get_app_config("studyapp").get_models()]
+
+
 def _create(apps, schema_editor) -> None:
     vendor = schema_editor.connection.vendor
-    for statement in drop_sql(vendor) + create_sql(
+    tables = _tables_in_state(apps)
+    for statement in drop_sql(vendor, tables=tables) + create_sql(
         vendor,
         study_columns=present_columns(STUDY_FROZEN_COLUMNS, _columns_in_state(apps, "Study")),
         class_columns=present_columns(CLASS_LABEL_FROZEN_COLUMNS, _columns_in_state(apps, "ClassLabel")),
         item_columns=present_columns(ITEM_FROZEN_COLUMNS, _columns_in_state(apps, "Item")),
+        tables=tables,
     ):
         schema_editor.execute(statement, params=None)
 
 
 def _drop(apps, schema_editor) -> None:
-    for statement in drop_sql(schema_editor.connection.vendor):
+    for statement in drop_sql(schema_editor.connection.vendor, tables=_tables_in_state(apps)):
         schema_editor.execute(statement, params=None)
 
 
@@ -276,8 +304,9 @@ def triggers_lifted(connection) -> Iterator[None]:
     tables have. For `manage.py flush` only (tests flush after each transactional test): emptying the
     whole database changes no study, it removes them all. Call it inside a transaction."""
     had = bool(triggers_present(connection))
+    tables = connection.introspection.table_names()
     with connection.cursor() as cursor:
-        for statement in drop_sql(connection.vendor):
+        for statement in drop_sql(connection.vendor, tables=tables):
             cursor.execute(statement)
     yield
     if had:
@@ -287,6 +316,7 @@ def triggers_lifted(connection) -> Iterator[None]:
                 study_columns=present_columns(STUDY_FROZEN_COLUMNS, _live_columns(connection, STUDY)),
                 class_columns=present_columns(CLASS_LABEL_FROZEN_COLUMNS, _live_columns(connection, CLASS_LABEL)),
                 item_columns=present_columns(ITEM_FROZEN_COLUMNS, _live_columns(connection, ITEM)),
+                tables=tables,
             ):
                 cursor.execute(statement)
 
