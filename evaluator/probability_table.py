@@ -14,7 +14,7 @@ import pandas as pd
 from evaluator.models import ModelPrediction, ModelRun
 from evaluator.report import ReportInputError
 from evaluator.selectors import model_runs_for_study
-from studyapp.models import Condition, Study
+from studyapp.models import Condition, Study, StudyItem
 
 PROBABILITY_COLUMNS = ["subject", "condition", "item", "class", "p"]
 
@@ -33,22 +33,24 @@ def model_probability_table(*, study: Study, runs: list[ModelRun] | None = None)
     rows = list(
         ModelPrediction.objects.filter(run__in=runs, predicted__isnull=False)
         .order_by("run__created_at", "method", "condition__shots", "item_id")
-        .values_list("run_id", "method", "condition_id", "item__code", "probs")
+        .values_list("run_id", "method", "condition_id", "item_id", "probs")
     )
+    # Item codes once per item, not once per prediction (a UUID per row was a third of the time).
+    codes = {pk: str(code) for pk, code in StudyItem.objects.filter(study=study).values_list("item_id", "item__code")}
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=float if c == "p" else object) for c in PROBABILITY_COLUMNS})
     by_pk = {run.pk: run for run in runs}
     n_classes = len(class_names)
     wrong = next((r for r in rows if len(r[4]) != n_classes), None)
     if wrong is not None:
-        raise ReportInputError(f"model run {by_pk[wrong[0]].name!r}: item {wrong[3]} has {len(wrong[4])} "
+        raise ReportInputError(f"model run {by_pk[wrong[0]].name!r}: item {codes.get(wrong[3])} has {len(wrong[4])} "
                                f"probabilities for the dataset's {n_classes} classes")
-    run_ids, methods, condition_ids, item_codes, probs = zip(*rows, strict=True)
+    run_ids, methods, condition_ids, item_ids, probs = zip(*rows, strict=True)
     # Subjects are named once per (run, method), not once per row.
     subjects = {key: by_pk[key[0]].subject(key[1]) for key in set(zip(run_ids, methods, strict=True))}
     subject = np.array([subjects[key] for key in zip(run_ids, methods, strict=True)], dtype=object)
     condition = np.array([condition_names[c] for c in condition_ids], dtype=object)
-    item = np.array([str(code) for code in item_codes], dtype=object)
+    item = np.array([codes[pk] for pk in item_ids], dtype=object)
     return pd.DataFrame({
         "subject": np.repeat(subject, n_classes),
         "condition": np.repeat(condition, n_classes),

@@ -4,12 +4,12 @@ nothing overflows, the site is named after the project, the dashboard's live pre
 Screenshots go to the test's tmp folder; with UPDATE_DOC_SCREENSHOTS=1 to docs/screenshots/ as well."""
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
+from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from studyapp.models import Study
@@ -37,9 +37,10 @@ def staff_page(browser, live_server, session: str):
 
 
 def keep(path: Path) -> None:
+    """With UPDATE_DOC_SCREENSHOTS=1, a 128-colour copy (a fraction of the size) for the docs."""
     if os.environ.get("UPDATE_DOC_SCREENSHOTS") == "1":
         DOCS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, DOCS / path.name)
+        Image.open(path).convert("RGB").quantize(colors=128).save(DOCS / path.name, optimize=True)
 
 
 def two_demo_like_studies() -> list[Study]:
@@ -73,3 +74,30 @@ def test_the_study_list_fits_1280_pixels_and_the_admin_is_named_after_the_projec
     assert table[0] <= table[1], f"the study table ({table[0]} px) is wider than its box ({table[1]} px)"
     assert max(row_heights) < 60, f"a study row wraps over several lines: {row_heights} px"
     assert header == "Human vs CLIP" and "Django" not in title
+
+
+def test_the_dashboard_loads_its_live_precision_without_console_errors_and_fits_1280_pixels(live_server, tmp_path):
+    from tests.evaluator.test_dashboard import a_finished_run, answered_study
+
+    study = answered_study(n_people=5, shots=(0, 1, 2), simulated=True)
+    a_finished_run(study)
+    session = staff_session()
+    problems = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(**CHROMIUM)
+        page = staff_page(browser, live_server, session)
+        page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.status} {r.url}"))
+        page.goto(f"{live_server.url}/studies/{study.code}/dashboard/?target=3&include_simulated=on")
+        page.wait_for_selector("table.precision", timeout=60_000)
+        shot = tmp_path / "study-dashboard-1280.png"
+        page.screenshot(path=str(shot), full_page=True)
+        keep(shot)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        rule = page.locator(".stopping-rule").inner_text()
+        cells = page.locator("table.precision tbody tr").count()
+        browser.close()
+    assert problems == [] and overflow <= 0
+    assert "human cells have reached ±3 points" in rule
+    assert cells == 3 * 4 * 2  # humans and the model, three conditions, four metrics
