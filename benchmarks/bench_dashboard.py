@@ -132,7 +132,7 @@ def main() -> None:
         from django.db import connection
         from django.test import Client
 
-        from evaluator.dashboard import study_live_precision
+        from evaluator.dashboard_precision import study_live_precision
         from evaluator.probability_table import model_probability_table
         from evaluator.report import ReportOptions, compute_report
         from evaluator.study_reports import study_report_meta, study_trials

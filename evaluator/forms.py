@@ -1,9 +1,6 @@
-"""Forms of the staff study pages (dashboard and planning)."""
+"""Forms of the staff study pages (dashboard and planning). No report stack here: the views pass its defaults."""
 
 from django import forms
-
-from evaluator.planning_service import N_RESAMPLES, N_STUDIES
-from evaluator.report import paper_conditions
 
 
 class TargetForm(forms.Form):
@@ -21,18 +18,19 @@ class TargetForm(forms.Form):
 
 
 class PlanForm(forms.Form):
-    """What to simulate: the expected values per condition (default: the CLIP paper's Table 2) and its size."""
+    """What to simulate: the expected values per condition (``expected``: condition -> ConditionPlan, the CLIP
+    paper's Table 2 by default) and the simulation's size."""
 
-    n_studies = forms.IntegerField(initial=N_STUDIES, min_value=2, max_value=100, label="Simulated studies per size")
-    n_resamples = forms.IntegerField(initial=N_RESAMPLES, min_value=50, max_value=2000,
-                                     label="Bootstrap resamples per study")
+    n_studies = forms.IntegerField(min_value=2, max_value=100, label="Simulated studies per size")
+    n_resamples = forms.IntegerField(min_value=50, max_value=2000, label="Bootstrap resamples per study")
 
-    def __init__(self, *args, conditions: list[str], allow_idk: bool, **kwargs):
+    def __init__(self, *args, conditions: list[str], allow_idk: bool, expected: dict, n_studies: int,
+                 n_resamples: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.conditions = conditions
-        paper = {c.condition: c for c in paper_conditions()}
+        self.fields["n_studies"].initial, self.fields["n_resamples"].initial = n_studies, n_resamples
         for name in conditions:
-            base = paper.get(name)
+            base = expected.get(name)
             self.fields[f"accuracy:{name}"] = forms.FloatField(
                 label=f"{name}: expected human accuracy (%)", min_value=1, max_value=99,
                 initial=base.accuracy if base else 50.0)

@@ -1,7 +1,9 @@
 """Staff-only study pages: the dashboard (live precision and a stopping rule), planning, the protocol download.
 
 Thin views: parse input, call one selector or service, render. Studies are named by their public code. Each page
-needs the staff flag and the right to view studies (the admin's own check for the study pages).
+needs the staff flag and the right to view studies (the admin's own check for the study pages). The report stack
+(pandas, numpy, plotly) is imported by the views that need it, not when the URLs load: every web worker serves
+participants and need not carry it (as the admin's report page does, studyapp/admin.py).
 """
 
 from __future__ import annotations
@@ -17,19 +19,10 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from evaluator.dashboard import live_precision_rows, live_precision_summary, study_dashboard, study_live_precision
+from evaluator.dashboard import study_dashboard
 from evaluator.forms import PlanForm, PlanTargetForm, TargetForm
-from evaluator.planning_selectors import (
-    PlanNotFound,
-    plan_summary,
-    study_plan_get_by_code,
-    study_plan_progress,
-    study_plan_table,
-    study_plans,
-)
-from evaluator.planning_service import PlanUnavailable, design_from_json, study_design, study_plan_request, study_plan_send
-from evaluator.report import ReportInputError
-from evaluator.report.figures import METRIC_LABELS
+from evaluator.models import StudyPlan
+from evaluator.planning_selectors import PlanNotFound, study_plan_get_by_code, study_plan_progress, study_plans
 from studyapp.models import FrozenStudyError, Study
 from studyapp.selectors.protocol import study_protocol_get
 from studyapp.selectors.studies import StudyNotFound, study_get_by_code
@@ -70,6 +63,8 @@ def study_dashboard_page(request, study):
 
 @study_page
 def study_precision_fragment(request, study):
+    from evaluator.dashboard_precision import live_precision_rows, live_precision_summary, study_live_precision
+
     result = study_live_precision(study=study, **TargetForm(request.GET or None).values())
     return render(request, "evaluator/_live_precision.html", {
         "study": study, "result": result, "rows": live_precision_rows(result),
@@ -101,8 +96,19 @@ def study_protocol_write_view(request, study):
 
 @study_page
 def study_plan_page(request, study):
+    from evaluator.planning_service import (
+        N_RESAMPLES,
+        N_STUDIES,
+        PlanUnavailable,
+        study_design,
+        study_plan_request,
+    )
+    from evaluator.report import ReportInputError, paper_conditions
+
     conditions = [c.name for c in study.conditions.order_by("shots")]
-    form = PlanForm(request.POST or None, conditions=conditions, allow_idk=study.allow_idk)
+    form = PlanForm(request.POST or None, conditions=conditions, allow_idk=study.allow_idk,
+                    expected={c.condition: c for c in paper_conditions()}, n_studies=N_STUDIES,
+                    n_resamples=N_RESAMPLES)
     if request.method == "POST" and form.is_valid():
         try:
             design = study_design(study=study, accuracy=form.per_condition("accuracy"),
@@ -120,7 +126,7 @@ def study_plan_page(request, study):
         request, study, f"{study.title}: planning", form=form, plans=study_plans(study=study)))
 
 
-def _plan_or_404(study, plan_code):
+def _plan_or_404(study, plan_code) -> StudyPlan:
     try:
         return study_plan_get_by_code(study=study, code=plan_code)
     except PlanNotFound:
@@ -129,6 +135,10 @@ def _plan_or_404(study, plan_code):
 
 @study_page
 def study_plan_result_page(request, study, plan):
+    from evaluator.planning_results import plan_summary, study_plan_table
+    from evaluator.planning_service import design_from_json
+    from evaluator.report.figures import METRIC_LABELS
+
     plan = _plan_or_404(study, plan)
     target = PlanTargetForm(request.GET or None)
     progress = study_plan_progress(plan=plan)
@@ -151,6 +161,8 @@ def study_plan_progress_json(request, study, plan):
 @require_POST
 @study_page
 def study_plan_send_view(request, study, plan):
+    from evaluator.planning_service import PlanUnavailable, study_plan_send
+
     plan = _plan_or_404(study, plan)
     try:
         study_plan_send(plan_id=plan.pk)

@@ -1,7 +1,11 @@
 """The study dashboard: counts, model runs, the live precision from the report's own bootstrap, its cache, staff only,
 and a page whose number of queries does not grow with participants, answers or items."""
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +16,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from evaluator import dashboard
-from evaluator.dashboard import HAS_WITHDRAWN, live_precision_rows, study_dashboard, study_live_precision
+from evaluator import dashboard_precision
+from evaluator.dashboard import HAS_WITHDRAWN, study_dashboard
+from evaluator.dashboard_precision import live_precision_rows, study_live_precision
 from evaluator.models import ModelPrediction, ModelRun
 from evaluator.report import ReportOptions, compute_report, prepare_trials
 from evaluator.study_reports import study_trials
@@ -187,7 +192,7 @@ def test_while_one_request_computes_the_others_get_the_previous_result(settings)
     study = answered_study(n_people=4, shots=(0,))
     first = study_live_precision(study=study)
     ModelRun.objects.create(study=study, name="new", status=ModelRun.Status.DONE)  # out of date now
-    key = dashboard.LIVE_CACHE_KEY.format(study=study.code, target="3", simulated=0, attention=0)
+    key = dashboard_precision.LIVE_CACHE_KEY.format(study=study.code, target="3", simulated=0, attention=0)
     cache.add(f"{key}:lock", 1)  # another request is computing it
     served = study_live_precision(study=study)
     assert served.cached and served.computed_at == first.computed_at
@@ -262,3 +267,13 @@ def test_the_dashboard_costs_the_same_queries_for_2_participants_as_for_8_and_a_
     # model_run_progress's own reads: the run, its prediction counts, its chunks (and its rate once started)
     assert dashboard_queries(staff, large) - one_run == 3
     assert one_run <= 20, one_run
+
+
+def test_loading_the_urls_does_not_load_the_report_stack_into_every_web_worker():
+    """Participants' requests never need pandas or plotly; only the staff pages that do import them."""
+    code = ("import django, sys; django.setup(); from django.urls import get_resolver; get_resolver().url_patterns; "
+            "print(sorted(m for m in ('pandas', 'plotly', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from evaluator import planning_service
 from evaluator.models import StudyPlan
-from evaluator.planning_selectors import plan_summary, study_plan_progress, study_plan_table
+from evaluator.planning_results import plan_summary, study_plan_table
+from evaluator.planning_selectors import study_plan_progress
 from evaluator.planning_service import (
     PlanUnavailable,
     design_from_json,

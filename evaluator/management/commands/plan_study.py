@@ -5,7 +5,8 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from evaluator.models import StudyPlan
-from evaluator.planning_selectors import plan_summary, study_plan_progress, study_plan_table
+from evaluator.planning_results import plan_summary, study_plan_table
+from evaluator.planning_selectors import study_plan_progress
 from evaluator.planning_service import (
     N_RESAMPLES,
     N_STUDIES,
