@@ -129,14 +129,14 @@ def _header(meta: Mapping, counts: Mapping, options: Mapping) -> str:
                                   else "plain accuracy over answers / items (micro)")))
     body = "".join(f"<dt>{esc(label)}</dt><dd>{value}</dd>" for label, value in rows)
     banner = ""
-    protocol = meta.get("protocol")
-    if isinstance(protocol, Mapping) and protocol.get("sha256") and protocol.get("data_match") is False:
-        banner += ('<div class="banner"><strong>The data do not match the registered protocol:</strong> '
-                   + esc("; ".join(map(str, protocol.get("problems") or []))) + "</div>")
     if counts.get("n_simulated_included", 0):
         banner = (f'<div class="banner"><strong>Includes simulated participants:</strong> '
                   f'{esc(counts["n_simulated_included"])} of the {esc(counts["n_participants"])} human '
                   "participants are simulated, not people. Human rows mix real and simulated answers.</div>")
+    protocol = meta.get("protocol")
+    if isinstance(protocol, Mapping) and protocol.get("sha256") and protocol.get("data_match") is False:
+        banner += ('<div class="banner"><strong>The data do not match the registered protocol:</strong> '
+                   + esc("; ".join(map(str, protocol.get("problems") or []))) + "</div>")
     return f'<section id="header">{banner}<dl class="meta">{body}</dl></section>'
 
 
