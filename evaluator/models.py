@@ -133,3 +133,40 @@ class ScoringChunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run} #{self.index} ({self.status})"
+
+
+class StudyPlan(models.Model):
+    """A planning simulation of a study's own design (evaluator/planning_service.py): the half-width curve of
+    evaluator.report.plan_halfwidths, one grid size at a time, stored so the planning page and `manage.py
+    plan_study` reuse it (``key``: the design and simulation settings); plan_study on it is instant."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="plans")
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    key = models.CharField(max_length=64, help_text="sha256 of the design and simulation settings.")
+    design = models.JSONField(help_text="The StudyDesign simulated, with the conditions' expected values.")
+    simulation = models.JSONField(help_text="n_studies, n_resamples, seed.")
+    grid = models.JSONField(help_text="Participant numbers per condition simulated, in order.")
+    curve_csv = models.TextField(blank=True, help_text="plan_halfwidths' table for the sizes done so far (CSV).")
+    steps_done = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    task_id = models.CharField(max_length=200, blank=True, help_text="Who holds (or last held) the claim.")
+    worker = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["study", "key"], name="study_plan_unique")]
+
+    def __str__(self) -> str:
+        return f"plan {self.code} ({self.status})"

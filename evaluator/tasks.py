@@ -13,6 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from evaluator.celery_app import app
 from evaluator.conf import setting
+from evaluator.planning_service import study_plan_compute
 from evaluator.services import model_run_fail, model_run_score_chunk, model_runs_sweep
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,13 @@ def score_chunk(self, chunk_id: int) -> str:
 def sweep() -> dict:
     """Also runnable by hand or from celery beat: `celery -A config call evaluator.sweep`."""
     return model_runs_sweep()
+
+
+@app.task(bind=True, name="evaluator.plan_study", acks_late=True, reject_on_worker_lost=True,
+          autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=60, max_retries=5)
+def plan_study(self, plan_id: int) -> str:
+    """A planning simulation (evaluator/planning_service.py); its result is stored on the StudyPlan."""
+    return study_plan_compute(plan_id=plan_id, task_id=self.request.id or "", worker=worker_label(self.request.hostname))
 
 
 class Sweeper(threading.Thread):

@@ -16,6 +16,7 @@ from django.utils.html import format_html, format_html_join
 from studyapp.forms import ReturnedIdsForm
 from studyapp.frozen import STUDY_FROZEN_COLUMNS, readable_frozen_errors
 from studyapp.models import (
+    Assignment,
     ClassLabel,
     ClassNameTranslation,
     Condition,
@@ -25,12 +26,21 @@ from studyapp.models import (
     Participant,
     ShotExample,
     Study,
+    StudyItem,
 )
 from studyapp.selectors.studies import study_progress
 from studyapp.services.datasets import DatasetImportError, dataset_import
 from studyapp.services.images import image_path
 from studyapp.services.participants import participant_withdraw, participants_mark_returned
 from studyapp.services.studies import StudySetupError, study_close, study_open
+
+# The site is named after the project, not "Django administration". Without the left-hand model list every admin
+# list has the whole width (at 1280 px it left the study list 630 px); the index page and breadcrumbs still link
+# every model.
+admin.site.site_header = "Human vs CLIP"
+admin.site.site_title = "Human vs CLIP admin"
+admin.site.index_title = "Studies, datasets and model runs"
+admin.site.enable_nav_sidebar = False
 
 
 def _thumb(item: Item, size: int = 64) -> str:
@@ -277,8 +287,10 @@ _STUDY_PARTICIPANT_FIELDS = [
 @admin.register(Study)
 class StudyAdmin(FrozenRefusalAsMessage, admin.ModelAdmin):
     form = StudyAdminForm
-    list_display = ["title", "status", "dataset", "design", "k_per_item", "n_items", "progress_summary", "join_link",
-                    "report_links"]
+    # Short cells, so the list fits a 1280 px screen (tests/evaluator/test_dashboard_browser.py): the design's long
+    # label, the join link and the live counts are on the study page and the dashboard.
+    list_display = ["title", "status", "dataset", "design_short", "k_per_item", "n_items", "answers_summary",
+                    "pages"]
     list_filter = ["status", "design"]
     readonly_fields = ["code", "seed_note", "join_link", "report_links", "live_counts", "created_at", "opened_at",
                        "returns_link"]
@@ -322,6 +334,18 @@ class StudyAdmin(FrozenRefusalAsMessage, admin.ModelAdmin):
             return "-"
         url = reverse("admin:studyapp_study_returns", args=[obj.pk])
         return format_html('<a href="{}">Mark participants returned (paste or upload Prolific ids)</a>', url)
+
+    def get_queryset(self, request):
+        # The list's counts in the one query of the page, not a few per study.
+        answered = Assignment.objects.filter(condition__study=OuterRef("pk"), is_attention_check=False,
+                                             status=Assignment.Status.ANSWERED)
+        return super().get_queryset(request).select_related("dataset").annotate(
+            items_count=Subquery(StudyItem.objects.filter(study=OuterRef("pk")).order_by().values("study")
+                                 .annotate(n=Count("pk")).values("n")),
+            **{f"answers_{shots}": Subquery(answered.filter(condition__shots=shots).order_by()
+                                            .values("condition__study").annotate(n=Count("pk")).values("n"))
+               for shots in (0, 1, 2)},
+        )
 
     def report_view(self, request, pk):
         # Imported here: the report stack (pandas, plotly) is only needed on this page.
@@ -375,7 +399,24 @@ class StudyAdmin(FrozenRefusalAsMessage, admin.ModelAdmin):
 
     @admin.display(description="items")
     def n_items(self, obj):
-        return obj.study_items.count()
+        return obj.items_count if hasattr(obj, "items_count") else obj.study_items.count()
+
+    @admin.display(description="design", ordering="design")
+    def design_short(self, obj):
+        return obj.design  # "within" or "between"; the full label is on the study page
+
+    @admin.display(description="answers (0 / 1 / 2 shots)")
+    def answers_summary(self, obj):
+        wanted = (getattr(obj, "items_count", None) or 0) * obj.k_per_item
+        counts = [getattr(obj, f"answers_{shots}", None) or 0 for shots in (0, 1, 2)]
+        return format_html('<span title="answers per condition (zero-, one-, two-shot) of k × items = {}">'
+                           "{} of {}</span>", wanted, " / ".join(map(str, counts)), wanted)
+
+    @admin.display(description="pages")
+    def pages(self, obj):
+        return format_html('<span style="white-space:nowrap"><a href="{}">Dashboard</a> · <a href="{}">Report</a></span>',
+                           reverse("evaluator:study_dashboard", args=[obj.code]),
+                           reverse("admin:studyapp_study_report", args=[obj.pk]))
 
     @admin.display(description="join link")
     def join_link(self, obj):
@@ -390,12 +431,12 @@ class StudyAdmin(FrozenRefusalAsMessage, admin.ModelAdmin):
             return "-"
         url = reverse("admin:studyapp_study_report", args=[obj.pk])
         return format_html('<a href="{}">Report</a> · <a href="{}?include_simulated=1">Report including simulated '
-                           "participants</a>", url, url)
-
-    @admin.display(description="answers / items at k")
-    def progress_summary(self, obj):
-        rows = study_progress(study=obj)
-        return "; ".join(f"{r['condition']}: {r['responses']} / {r['items_complete']}" for r in rows)
+                           'participants</a> · <a href="{}">Dashboard</a> · <a href="{}">Planning</a>{}', url, url,
+                           reverse("evaluator:study_dashboard", args=[obj.code]),
+                           reverse("evaluator:study_plans", args=[obj.code]),
+                           format_html(' · <a href="{}">Protocol (JSON)</a>',
+                                       reverse("evaluator:study_protocol", args=[obj.code]))
+                           if hasattr(obj, "protocol") else "")
 
     @admin.display(description="live counts")
     def live_counts(self, obj):

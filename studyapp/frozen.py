@@ -14,6 +14,8 @@ or closed, the database refuses:
   buttons and the model's prompts, shared by every study of the dataset);
 - any insert, delete or change of an item it shows: a test item, a shot example, or an attention-check
   item (the dataset's shot split, when the study has attention checks).
+Its protocol (StudyProtocol, written in the transaction that opens it) is refused any change or deletion,
+ever, and a protocol for a draft study is refused.
 
 Migrations: `freeze()` (re)creates every trigger, `unfreeze()` drops them. SQLite rebuilds a table for
 most schema changes, and its rename step fails while a trigger elsewhere names the table, so a
@@ -74,6 +76,9 @@ FROZEN_TABLES: tuple[str, ...] = (STUDY, STUDY_ITEM, CONDITION, SHOT, CLASS_LABE
 # A study's own translations of the class names (the answer cards): frozen like its conditions. Created by a later
 # migration than the others, so its rule is made only where the table exists (see `tables` below).
 CLASS_NAME = "studyapp_classnametranslation"
+# The protocol registered when a study opens: never changed, never deleted. Created by a later migration than
+# the others, so its rule is made only where the table exists (see `tables` below).
+PROTOCOL = "studyapp_studyprotocol"
 # The prefix of every refusal: services and the admin recognise the error by it.
 MARK = "frozen study: "
 _PG_TRUNCATE = "studyapp_frozen_truncate"  # one statement-level trigger (and function) for all six tables
@@ -166,6 +171,10 @@ def _rules(vendor: str, *, study_columns: Sequence[str], class_columns: Sequence
            f"image) cannot change ({', '.join(item_columns)})"),
         _on_children("studyapp_frozen_classname", CLASS_NAME, _study_frozen, "study_id",
                      "the class-name translations"),
+        # Written once, by study_open, in the transaction that moves the study out of draft.
+        _Rule("studyapp_frozen_protocol", PROTOCOL, {
+            "INSERT": f"NOT {_study_frozen('NEW.study_id')}", "UPDATE": "1 = 1", "DELETE": "1 = 1",
+        }, f"{MARK}a study's protocol is written when it opens and never changes"),
     ]
     if tables is not None:
         present = set(tables)
@@ -230,7 +239,7 @@ def create_sql(vendor: str, *, study_columns: Sequence[str] = STUDY_FROZEN_COLUM
 
 
 def _truncate_tables(tables: Iterable[str] | None) -> list[str]:
-    all_tables = [*FROZEN_TABLES, CLASS_NAME]
+    all_tables = [*FROZEN_TABLES, CLASS_NAME, PROTOCOL]
     return all_tables if tables is None else [t for t in all_tables if t in set(tables)]
 
 

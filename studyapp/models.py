@@ -417,3 +417,29 @@ class Response(models.Model):
                 name="response_choice_xor_idk",
             ),
         ]
+
+
+class StudyProtocol(models.Model):
+    """The study's protocol, registered when it opens (studyapp/services/protocol.py): one canonical JSON document
+    and the sha256 of its bytes, suitable for pre-registration. Written in the transaction that opens the study;
+    the database refuses any change or deletion after (studyapp/frozen.py), and so do save() and delete()."""
+
+    study = models.OneToOneField(Study, on_delete=models.CASCADE, related_name="protocol")
+    format = models.CharField(max_length=40, help_text="The document's format and version.")
+    document = models.TextField(help_text="The canonical JSON text; sha256 is of its UTF-8 bytes.")
+    sha256 = models.CharField(max_length=64)
+    retrospective = models.BooleanField(
+        default=False, help_text="Written after the study opened (it opened before protocols were recorded); what "
+                                 "it lists was frozen at opening, but the document is not the one of that moment.")
+    written_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"protocol sha256:{self.sha256[:12]}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise FrozenStudyError("A study's protocol is written when it opens and never changes.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise FrozenStudyError("A study's protocol is written when it opens and never changes.")

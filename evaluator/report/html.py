@@ -105,6 +105,9 @@ def _reference_name(meta: Mapping, options: Mapping) -> str:
 def _header(meta: Mapping, counts: Mapping, options: Mapping) -> str:
     rows = []
     shown = {"title"} | ({"prompts"} if structured_prompts(meta) else set())  # those get their own section
+    if isinstance(meta.get("protocol"), Mapping):
+        rows.append(("Protocol", _protocol(meta["protocol"])))
+        shown.add("protocol")
     for key, label in _META_ORDER:
         if key in meta and meta[key] not in (None, "", [], {}):
             rows.append((label, _describe(meta[key])))
@@ -130,7 +133,28 @@ def _header(meta: Mapping, counts: Mapping, options: Mapping) -> str:
         banner = (f'<div class="banner"><strong>Includes simulated participants:</strong> '
                   f'{esc(counts["n_simulated_included"])} of the {esc(counts["n_participants"])} human '
                   "participants are simulated, not people. Human rows mix real and simulated answers.</div>")
+    protocol = meta.get("protocol")
+    if isinstance(protocol, Mapping) and protocol.get("sha256") and protocol.get("data_match") is False:
+        banner += ('<div class="banner"><strong>The data do not match the registered protocol:</strong> '
+                   + esc("; ".join(map(str, protocol.get("problems") or []))) + "</div>")
     return f'<section id="header">{banner}<dl class="meta">{body}</dl></section>'
+
+
+def _protocol(protocol: Mapping) -> str:
+    """meta["protocol"] (evaluator/study_reports.py): the registered sha256 and whether the data match it."""
+    if not protocol.get("sha256"):
+        return esc(protocol.get("status", "no protocol recorded"))
+    match = protocol.get("data_match")
+    verdict = ("the data match it" if match else "THE DATA DO NOT MATCH IT" if match is False else "not checked")
+    text = (f"<code>sha256:{esc(protocol['sha256'])}</code> ({esc(protocol.get('format', ''))}, written "
+            f"{esc(protocol.get('written_at', '?'))}{' after opening' if protocol.get('retrospective') else ''}) — "
+            f"<strong>{esc(verdict)}</strong>")
+    if protocol.get("checked"):
+        text += esc(" (checked: " + "; ".join(map(str, protocol["checked"])) + ")")
+    details = [*(protocol.get("problems") or []), *(protocol.get("models") or [])]
+    if protocol.get("options_differ"):
+        details.append("report options that differ from the protocol's: " + "; ".join(protocol["options_differ"]))
+    return text + (_describe(details) if details else "")
 
 
 def _exclusion_text(counts: Mapping, options: Mapping) -> str:

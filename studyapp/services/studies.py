@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from studyapp.frozen import readable_frozen_errors
 from studyapp.models import Condition, Dataset, FrozenStudyError, Item, ShotExample, Study, StudyItem
+from studyapp.services.protocol import study_protocol_write
 
 
 class StudySetupError(ValueError):
@@ -117,6 +118,7 @@ def study_open(*, study: Study) -> Study:
         study.status = Study.Status.OPEN
         study.opened_at = timezone.now()
         study.save(update_fields=["status", "opened_at"])
+        study_protocol_write(study=study)  # registered with the opening: both happen, or neither
     return study
 
 

@@ -41,8 +41,9 @@ def scored_study():
         answer(participant=b, condition=zero, item=item, slot=1, choice=choice, position=i)
     run = ModelRun.objects.create(study=study, name="house model (test)", status=ModelRun.Status.DONE,
                                   condition_shots=[0], fingerprint="house-vit-64@abc")
-    for item in items:  # the model is always right
-        ModelPrediction.objects.create(run=run, condition=zero, item=item, predicted=item.label, probs=[0.5, 0.5],
+    for item in items:  # the model is always right, with 0.9 on the true class (class-index order)
+        probs = [0.9, 0.1] if item.label.index == 0 else [0.1, 0.9]
+        ModelPrediction.objects.create(run=run, condition=zero, item=item, predicted=item.label, probs=probs,
                                        p_target=0.9, p_predicted=0.9)
     return study
 
