@@ -23,7 +23,11 @@ def admin_urls(study: Study, item: Item) -> list[str]:
     return [
         "/admin/", "/admin/studyapp/study/", f"/admin/studyapp/study/{study.pk}/change/",
         f"/admin/studyapp/study/{study.pk}/report/", "/admin/studyapp/item/", f"/admin/studyapp/item/{item.code}/image.jpg",
-        "/admin/studyapp/dataset/import/", "/admin/studyapp/participant/", f"/runs/{uuid.uuid4()}/",
+        "/admin/studyapp/dataset/import/", "/admin/studyapp/participant/",
+        # The dashboard, its live precision, the protocol download and the planning pages (evaluator/urls.py).
+        f"/studies/{study.code}/dashboard/", f"/studies/{study.code}/dashboard/precision",
+        f"/studies/{study.code}/protocol.json", f"/studies/{study.code}/plan/",
+        f"/runs/{uuid.uuid4()}/",  # last: tests below treat it apart
     ]
 
 
