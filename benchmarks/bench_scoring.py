@@ -23,7 +23,6 @@ import csv
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,11 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.processes import free_port  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -125,7 +120,8 @@ def run(args, *, tmp: Path, env: dict, procs: list) -> int:
 
     import clipmodel
     from evaluator.models import ModelRun
-    from evaluator.services import model_run_create, model_run_default_name, model_spec_resolve
+    from evaluator.services.runs import model_run_create
+    from evaluator.services.specs import model_run_default_name, model_spec_resolve
     from studyapp.models import Dataset, ShotExample, StudyItem
     from studyapp.services.datasets import dataset_import
     from studyapp.services.images import image_path

@@ -20,7 +20,6 @@ import torch
 from django.conf import settings
 
 import clipmodel
-from evaluator.conf import setting
 from evaluator.models import ModelRun
 from studyapp.models import ClassLabel, Condition, Item, ShotExample
 from studyapp.services.images import image_path
@@ -210,7 +209,7 @@ def encode_items(
 
 def _encode(*, clip, items: list[Item], heartbeat, errors: dict[int, str]) -> dict[str, torch.Tensor]:
     paths = [image_path(relative_path=item.image) for item in items]
-    batch_size = int(setting("SCORING_BATCH_SIZE"))
+    batch_size = settings.SCORING_BATCH_SIZE
     try:
         vectors = clipmodel.encode_images(
             clip=clip, images=paths, batch_size=batch_size, num_workers=_num_workers(), progress=lambda *_: heartbeat()

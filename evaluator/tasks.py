@@ -1,4 +1,7 @@
-"""Celery tasks: they take ids, delegate to evaluator.services and own only the retry/failure policy."""
+"""Celery tasks: they take ids, delegate to evaluator.services and own only the retry/failure policy.
+
+Services send these tasks by name (evaluator.services.queue), so this module is the only one that imports both.
+"""
 
 import logging
 import os
@@ -6,14 +9,16 @@ import threading
 
 from celery import Task
 from celery.signals import worker_init, worker_ready, worker_shutting_down
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
 from kombu.exceptions import OperationalError as BrokerOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from evaluator.celery_app import app
-from evaluator.conf import setting
-from evaluator.services import model_run_fail, model_run_score_chunk, model_runs_sweep
+from evaluator.celery_app import SCORE_CHUNK_TASK, app
+from evaluator.services.chunks import model_run_score_chunk
+from evaluator.services.recovery import model_runs_sweep
+from evaluator.services.runs import model_run_fail
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +43,9 @@ def worker_label(hostname: str | None) -> str:
 
 
 @app.task(
-    base=ScoringTask, bind=True, name="evaluator.score_chunk", acks_late=True, reject_on_worker_lost=True,
+    base=ScoringTask, bind=True, name=SCORE_CHUNK_TASK, acks_late=True, reject_on_worker_lost=True,
     autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=60, retry_jitter=True, max_retries=8,
-    soft_time_limit=int(setting("SCORING_SOFT_TIME_LIMIT_S")), time_limit=int(setting("SCORING_TIME_LIMIT_S")),
+    soft_time_limit=settings.SCORING_SOFT_TIME_LIMIT_S, time_limit=settings.SCORING_TIME_LIMIT_S,
 )
 def score_chunk(self, chunk_id: int) -> str:
     return model_run_score_chunk(chunk_id=chunk_id, task_id=self.request.id or "", worker=worker_label(self.request.hostname),
@@ -63,7 +68,7 @@ class Sweeper(threading.Thread):
 
     def run(self) -> None:
         restarted = True
-        while not self.stopped.wait(0 if restarted else setting("SCORING_SWEEP_S")):
+        while not self.stopped.wait(0 if restarted else settings.SCORING_SWEEP_S):
             try:
                 close_old_connections()
                 result = model_runs_sweep(worker=self.worker, restarted=restarted)
@@ -71,7 +76,7 @@ class Sweeper(threading.Thread):
                     logger.info("sweep: %s", result)
                 restarted = False
             except Exception:  # the sweeper must outlive database and broker outages
-                logger.exception("scoring sweep failed; retrying in %ss", setting("SCORING_SWEEP_S"))
+                logger.exception("scoring sweep failed; retrying in %ss", settings.SCORING_SWEEP_S)
                 restarted = False
             finally:
                 connections.close_all()

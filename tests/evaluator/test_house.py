@@ -117,7 +117,7 @@ def test_scoring_a_study_with_a_model_trained_on_its_items_is_refused_before_any
     checkpoint = _checkpoint_trained_on(tmp_path / "leaky.pt",
                                         [*test_files, shot_file, source / not_shown.original_filename])
     sent = []
-    monkeypatch.setattr("evaluator.services._send", lambda *, chunk_ids: sent.extend(chunk_ids))
+    monkeypatch.setattr("evaluator.services.queue.chunks_send", lambda *, chunk_ids: sent.extend(chunk_ids))
 
     with pytest.raises(TrainedOnStudyItems, match=r"trained on 2 of this study's 9 test items and 1 of its 6 shot"):
         create_run(study, checkpoint)

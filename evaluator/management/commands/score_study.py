@@ -1,20 +1,16 @@
 import time
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from evaluator.errors import ScoringSetupError
 from evaluator.house import house_checkpoint
 from evaluator.models import ModelRun
 from evaluator.selectors import model_run_progress
-from evaluator.services import (
-    QueueUnavailable,
-    RunExists,
-    model_run_create,
-    model_run_resume,
-    model_spec_resolve,
-    read_templates_file,
-)
+from evaluator.services.queue import QueueUnavailable
+from evaluator.services.runs import RunExists, model_run_create, model_run_resume
+from evaluator.services.specs import model_spec_resolve, read_templates_file
 from studyapp.models import Condition
 from studyapp.selectors.studies import StudyNotFound, study_get_by_code
 
@@ -145,16 +141,16 @@ class Command(BaseCommand):
         self._report(progress, run)
 
     def _require_worker(self) -> None:
-        from evaluator.celery_app import SCORING_QUEUE, app
+        from evaluator.celery_app import app
 
         try:
             queues = app.control.inspect(timeout=2).active_queues() or {}
         except Exception as exc:
             raise CommandError(f"cannot reach the broker to look for workers: {exc}") from None
-        if not any(q.get("name") == SCORING_QUEUE for qs in queues.values() for q in qs):
+        if not any(q.get("name") == settings.SCORING_QUEUE for qs in queues.values() for q in qs):
             raise CommandError(
-                f"no worker consumes the {SCORING_QUEUE!r} queue, so the run stays pending until one starts: "
-                f"celery -A config worker -Q {SCORING_QUEUE} -c 1 --pool solo"
+                f"no worker consumes the {settings.SCORING_QUEUE!r} queue, so the run stays pending until one starts: "
+                f"celery -A config worker -Q {settings.SCORING_QUEUE} -c 1 --pool solo"
             )
 
     def _report(self, progress: dict, run: ModelRun) -> None:
