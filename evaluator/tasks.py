@@ -15,10 +15,11 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from evaluator.celery_app import SCORE_CHUNK_TASK, app
+from evaluator.celery_app import HOUSE_TRAINING_TASK, SCORE_CHUNK_TASK, app
 from evaluator.services.chunks import model_run_score_chunk
-from evaluator.services.recovery import model_runs_sweep
+from evaluator.services.recovery import house_trainings_sweep, model_runs_sweep
 from evaluator.services.runs import model_run_fail
+from evaluator.services.training import house_training_fail, house_training_run
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,23 @@ def score_chunk(self, chunk_id: int) -> str:
                                  retries=self.request.retries or 0)
 
 
+class HouseTrainingTask(Task):
+    """Failure callback: a training that fails for good (retries used up, a bug) is marked failed with the error."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        house_training_fail(training_id=kwargs.get("training_id", args[0] if args else None),
+                            error=f"{type(exc).__name__}: {exc}")
+
+
+# No time limit: training takes minutes to half an hour on a CPU, and its heartbeats tell sweepers it is alive.
+@app.task(
+    base=HouseTrainingTask, bind=True, name=HOUSE_TRAINING_TASK, acks_late=True, reject_on_worker_lost=True,
+    autoretry_for=TRANSIENT, retry_backoff=2, retry_backoff_max=60, max_retries=8, soft_time_limit=None, time_limit=None,
+)
+def house_training(self, training_id: int) -> str:
+    return house_training_run(training_id=training_id, worker=worker_label(self.request.hostname))
+
+
 @app.task(name="evaluator.sweep", acks_late=True, autoretry_for=TRANSIENT, retry_backoff=2, max_retries=3)
 def sweep() -> dict:
     """Also runnable by hand or from celery beat: `celery -A config call evaluator.sweep`."""
@@ -59,7 +77,8 @@ def sweep() -> dict:
 
 
 class Sweeper(threading.Thread):
-    """Runs model_runs_sweep every SCORING_SWEEP_S seconds inside each worker, so recovery needs no beat."""
+    """Runs the sweeps (evaluator.services.recovery) every SCORING_SWEEP_S seconds inside each worker, so recovery
+    needs no beat."""
 
     def __init__(self, *, worker: str):
         super().__init__(name="scoring-sweeper", daemon=True)
@@ -72,6 +91,7 @@ class Sweeper(threading.Thread):
             try:
                 close_old_connections()
                 result = model_runs_sweep(worker=self.worker, restarted=restarted)
+                result["trainings_resent"] = house_trainings_sweep()
                 if any(result.values()):
                     logger.info("sweep: %s", result)
                 restarted = False

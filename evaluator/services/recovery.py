@@ -1,4 +1,5 @@
-"""Recovering work that no message will ever deliver: every worker's sweeper thread runs model_runs_sweep."""
+"""Recovering work that no message will ever deliver: every worker's sweeper thread runs model_runs_sweep and
+house_trainings_sweep."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from evaluator.models import ModelRun, ScoringChunk
+from evaluator.models import HouseTraining, ModelRun, ScoringChunk
 from evaluator.services import queue
 from evaluator.services.runs import ACTIVE, model_run_finish_if_complete
+from evaluator.services.training import house_trainings_send
 
 logger = logging.getLogger(__name__)
 
@@ -61,3 +63,31 @@ def model_runs_sweep(*, worker: str = "", restarted: bool = False) -> dict[str, 
     finished = sum(model_run_finish_if_complete(run_id=run_id)
                    for run_id in ModelRun.objects.filter(status__in=ACTIVE).values_list("pk", flat=True))
     return {"requeued": len(to_send) - n_lost, "resent": n_lost, "finished": finished}
+
+
+def house_trainings_sweep() -> int:
+    """Re-send the house model trainings no message will deliver; returns how many.
+
+    - orphaned: RUNNING without a heartbeat for SCORING_STALE_S (its worker died; the broker would redeliver the
+      message only after its visibility timeout, an hour): a new message, which any worker may claim;
+    - lost: PENDING SCORING_REQUEUE_GRACE_S after it was sent while the queue is empty.
+    The conditional update on ``queued_at`` keeps several sweeping workers from sending the same one twice.
+    """
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.SCORING_STALE_S)
+    grace = now - timedelta(seconds=settings.SCORING_REQUEUE_GRACE_S)
+    not_recent = Q(queued_at__isnull=True) | Q(queued_at__lt=stale)
+    orphaned = Q(status=HouseTraining.Status.RUNNING, heartbeat_at__lt=stale) & not_recent
+    lost = Q(status=HouseTraining.Status.PENDING) & (Q(queued_at__isnull=True) | Q(queued_at__lt=grace))
+    candidates = list(HouseTraining.objects.filter(orphaned | lost).only("pk", "status", "queued_at"))
+    if any(t.status == HouseTraining.Status.PENDING for t in candidates) and queue.queue_size() != 0:
+        candidates = [t for t in candidates if t.status == HouseTraining.Status.RUNNING]  # still in the queue
+    to_send = [t.pk for t in candidates
+               if HouseTraining.objects.filter(pk=t.pk, status=t.status, queued_at=t.queued_at).update(queued_at=now)]
+    if to_send:
+        logger.warning("house model training(s) %s had no live worker or message; re-sent", to_send)
+        try:
+            house_trainings_send(training_ids=to_send)
+        except queue.QueueUnavailable as exc:
+            logger.warning("%s", exc)
+    return len(to_send)

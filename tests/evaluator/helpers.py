@@ -7,6 +7,7 @@ from evaluator.services.chunks import model_run_score_chunk
 from evaluator.services.runs import model_run_create
 from evaluator.services.specs import model_spec_resolve
 from studyapp.models import StudyItem
+from tests.factories import write_image
 
 
 def existing_run_lookup_misses_once(monkeypatch) -> None:
@@ -77,3 +78,23 @@ def flush_redis(url: str) -> None:
     import redis
 
     redis.Redis.from_url(url).flushdb()
+
+
+def write_demo_data(root):
+    """The shared-data layout with a Pets manifest (3 breeds x 9 images), a EuroSAT one (2 classes x 30) and a
+    CIFAR-10 one (2 classes x 3): what the house model trains on, in miniature."""
+    rows = {"oxford_pets": [], "eurosat": [], "cifar10": []}
+    for label in range(3):
+        rows["oxford_pets"] += [(f"breed{label}_{i}.jpg", label, f"Breed {label}", "trainval") for i in range(9)]
+    for label in range(2):
+        rows["eurosat"] += [(f"C{label}/C{label}_{i}.jpg", label, f"C {label}", "test" if i < 15 else "train")
+                            for i in range(30)]
+    rows["cifar10"] = [(f"c{i}.png", i % 2, f"thing {i % 2}", "train") for i in range(6)]
+    seed = 5000
+    for dataset, entries in rows.items():
+        lines = ["filename,label,label_name,split\n"]
+        for filename, label, name, split in entries:
+            seed += 1
+            write_image(root / dataset / "images" / filename, seed=seed)
+            lines.append(f"{filename},{label},{name},{split}\n")
+        (root / dataset / "manifest.csv").write_text("".join(lines))

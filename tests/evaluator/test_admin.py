@@ -60,3 +60,23 @@ def test_the_admin_answers_a_concurrent_duplicate_run_with_the_run_exists_messag
     assert response.status_code == 200
     assert "study already has a run named &#x27;same name&#x27;" in response.content.decode()
 
+
+
+@pytest.mark.django_db(transaction=True)  # the training is sent when its request commits
+def test_scoring_with_a_house_model_not_trained_yet_asks_a_worker_to_train_it_first(staff_client, settings, tmp_path,
+                                                                                   monkeypatch):
+    from evaluator.models import HouseTraining
+    from tests.evaluator.helpers import write_demo_data
+
+    settings.DEMO_DATA = str(tmp_path / "data")
+    write_demo_data(tmp_path / "data")
+    monkeypatch.setattr("evaluator.services.queue.task_send", lambda **kw: None)
+    study = make_study()
+
+    response = staff_client.post(reverse("admin:evaluator_modelrun_add"), {
+        "study": study.pk, "source": "house", "conditions": ["0"], "device": "auto"}, follow=True)
+
+    assert "a worker trains it" in response.content.decode()
+    training = HouseTraining.objects.get()
+    assert [r["study"] for r in training.then_score] == [study.pk] and not ModelRun.objects.exists()
+    assert str(training.code) in response.content.decode()  # the trainings list

@@ -40,3 +40,16 @@ def test_the_task_is_routed_to_the_scoring_queue_and_acknowledged_only_after_the
     assert score_chunk.soft_time_limit < score_chunk.time_limit
     assert score_chunk.max_retries and score_chunk.retry_backoff
 
+
+
+@pytest.mark.django_db(transaction=True)  # the training is sent when its request commits
+def test_the_training_task_runs_the_training_it_was_sent_and_records_a_failure(settings, tmp_path, eager_celery):
+    from evaluator.models import HouseTraining
+    from evaluator.services.training import house_training_request
+
+    settings.DEMO_DATA = str(tmp_path / "no training data")
+
+    training = house_training_request(study=make_study(), options={})  # eager: the task runs on commit
+
+    training.refresh_from_db()
+    assert training.status == HouseTraining.Status.FAILED and "training data is missing" in training.error

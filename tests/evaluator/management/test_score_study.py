@@ -116,3 +116,27 @@ def test_score_study_fails_fast_when_redis_is_unreachable_and_leaves_the_run_pen
     run = ModelRun.objects.get(study=study)
     assert run.status == ModelRun.Status.PENDING and run.chunks.filter(status="pending").count() == 1
 
+
+
+@pytest.mark.django_db(transaction=True)  # the training is sent when its request commits
+def test_without_a_model_and_no_trained_house_model_a_worker_is_asked_to_train_it_and_then_score(settings, tmp_path,
+                                                                                               monkeypatch):
+    from evaluator.models import HouseTraining
+    from tests.evaluator.helpers import write_demo_data
+
+    settings.DEMO_DATA = str(tmp_path / "data")
+    write_demo_data(tmp_path / "data")
+    sent = []
+    monkeypatch.setattr("evaluator.services.queue.task_send", lambda *, name, ids, **kw: sent.append((name, ids)))
+    study = make_study()
+    out = io.StringIO()
+
+    call_command("score_study", str(study.code), "--conditions", "zero-shot", "--no-wait", stdout=out)
+
+    training = HouseTraining.objects.get()
+    assert "a worker trains it" in out.getvalue() and str(training.code) in out.getvalue()
+    assert sent == [("evaluator.house_training", [training.pk])]
+    assert training.then_score == [{"study": study.pk, "name": "", "conditions": [0], "templates": None,
+                                    "fewshot_methods": ["linear-probe", "zero-shot-prior"], "device": "auto",
+                                    "chunk_size": None, "allow_trained_items": False}]
+    assert not ModelRun.objects.exists()  # the worker creates it once the model exists

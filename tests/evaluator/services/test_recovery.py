@@ -68,3 +68,38 @@ def test_pending_chunks_whose_messages_were_lost_are_sent_again_once_the_queue_i
     model_runs_sweep()
     assert sent == []  # just re-sent: give them the grace period
 
+
+
+def test_a_training_whose_worker_died_is_sent_again_and_a_new_worker_may_take_it(settings, monkeypatch):
+    from evaluator.models import HouseTraining
+    from evaluator.services.recovery import house_trainings_sweep
+    from evaluator.services.training import _claim
+
+    settings.SCORING_STALE_S = 30
+    sent = []
+    monkeypatch.setattr("evaluator.services.queue.task_send", lambda *, name, ids, **kw: sent.extend(ids))
+    monkeypatch.setattr("evaluator.services.queue.queue_size", lambda: 0)
+    training = HouseTraining.objects.create(status=HouseTraining.Status.RUNNING, worker="w1@host:1",
+                                            heartbeat_at=timezone.now() - timedelta(seconds=10),
+                                            queued_at=timezone.now() - timedelta(minutes=5))
+
+    assert house_trainings_sweep() == 0 and _claim(training_id=training.pk, worker="w2@host:2") is None  # alive
+    HouseTraining.objects.filter(pk=training.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=31))
+    assert house_trainings_sweep() == 1 and sent == [training.pk]
+    assert house_trainings_sweep() == 0  # just sent: no second message
+    assert _claim(training_id=training.pk, worker="w2@host:2").worker == "w2@host:2"
+
+
+def test_a_pending_training_whose_message_was_lost_is_sent_again_once_the_queue_is_empty(settings, monkeypatch):
+    from evaluator.models import HouseTraining
+    from evaluator.services.recovery import house_trainings_sweep
+
+    settings.SCORING_REQUEUE_GRACE_S = 60
+    sent, queue = [], {"size": 1}
+    monkeypatch.setattr("evaluator.services.queue.task_send", lambda *, name, ids, **kw: sent.extend(ids))
+    monkeypatch.setattr("evaluator.services.queue.queue_size", lambda: queue["size"])
+    training = HouseTraining.objects.create(queued_at=timezone.now() - timedelta(minutes=5))
+
+    assert house_trainings_sweep() == 0  # its message may still be waiting
+    queue["size"] = 0
+    assert house_trainings_sweep() == 1 and sent == [training.pk]
