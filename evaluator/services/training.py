@@ -38,17 +38,17 @@ EPOCH_BAR = re.compile(r"epoch (\d+)/(\d+):\s*(\d+)%")
 
 def house_training_request(*, study: Study, options: dict | None = None) -> HouseTraining:
     """Ask a worker to train the house model and then to score ``study`` with it (``model_run_create(study=study,
-    **options)``, options JSON-serialisable). Returns the running training that will do exactly this already, else
-    joins the pending training when there is one, else queues a new one."""
+    **options)``, options JSON-serialisable). Joins the running training if it started after the study was opened
+    (so it leaves out the study's items), else the pending one, else queues a new training."""
     request = {"study": study.pk, **(options or {})}
-    for running in HouseTraining.objects.filter(status=HouseTraining.Status.RUNNING):
-        if request in running.then_score:
-            return running
+    joinable = Q(status=HouseTraining.Status.PENDING)
+    if study.opened_at is not None:
+        joinable |= Q(status=HouseTraining.Status.RUNNING, started_at__gt=study.opened_at)
     for _ in range(3):
         try:
             with transaction.atomic():
-                # Locked so that a request and the task's claim never both win: the claim waits, then sees ours.
-                training = HouseTraining.objects.select_for_update().filter(status=HouseTraining.Status.PENDING).first()
+                # Locked so that a training being marked done never misses a request that joins it at that moment.
+                training = HouseTraining.objects.select_for_update().filter(joinable).order_by("created_at").first()
                 if training is None:
                     training = HouseTraining.objects.create(then_score=[request], queued_at=timezone.now())
                     transaction.on_commit(partial(house_trainings_send, training_ids=[training.pk]))
@@ -110,23 +110,34 @@ def house_training_run(*, training_id: int, worker: str = "") -> str:
     except (ScoringSetupError, OSError, RuntimeError, ValueError) as exc:
         house_training_fail(training_id=training.pk, error=f"{exc}\n" + "\n".join(progress.lines[-10:]))
         return "failed"
-    spec = model_spec_resolve(checkpoint=str(path))
+    with transaction.atomic():
+        # Locked so that no request joins between our reading what to score and marking the training done.
+        requests = HouseTraining.objects.select_for_update().values_list("then_score", flat=True).get(pk=training.pk)
+        HouseTraining.objects.filter(pk=training.pk).update(
+            status=HouseTraining.Status.DONE, progress=1.0, checkpoint=str(path), finished_at=timezone.now(),
+            detail=(f"trained: {path}" if progress.lines else f"found in the cache: {path}")[:300])
+    problems = _score_waiting_studies(requests=requests, spec=model_spec_resolve(checkpoint=str(path)))
+    if problems:
+        HouseTraining.objects.filter(pk=training.pk).update(error="\n".join(problems))
+    return "done"
+
+
+def _score_waiting_studies(*, requests: list[dict], spec) -> list[str]:
+    """Create (or resume) each requested run; returns what could not be done, in words."""
     problems = []
-    for request in training.then_score:
+    for request in requests:
         options = {key: value for key, value in request.items() if key != "study"}
         study = Study.objects.filter(pk=request["study"]).first()
+        if study is None:
+            continue  # deleted while it waited
         try:
-            if study is not None:
-                model_run_create(study=study, spec=spec, **options)
+            model_run_create(study=study, spec=spec, **options)
         except RunExists as exists:  # asked twice, or created by a command that waited: score what is missing
             model_run_resume(run=exists.run)
         except (ScoringSetupError, queue.QueueUnavailable) as exc:
             problems.append(f"{study.title}: {exc}")
-            logger.warning("house model training %s: no run for study %s: %s", training.code, study.pk, exc)
-    HouseTraining.objects.filter(pk=training.pk).update(
-        status=HouseTraining.Status.DONE, progress=1.0, checkpoint=str(path), error="\n".join(problems),
-        finished_at=timezone.now(), detail=f"trained: {path.name}" if progress.lines else "found in the cache")
-    return "done"
+            logger.warning("no house model run for study %s: %s", study.pk, exc)
+    return problems
 
 
 def house_training_fail(*, training_id: int, error: str) -> bool:

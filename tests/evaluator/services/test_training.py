@@ -75,24 +75,22 @@ def test_studies_asked_for_before_the_training_starts_share_it_and_each_gets_its
     assert house_training_run(training_id=first.pk) == "skipped"  # a duplicate message trains nothing
 
 
-def test_a_study_asked_for_while_a_training_runs_waits_for_a_training_of_its_own(demo_data, sent):
+def test_a_running_training_takes_studies_opened_before_it_started_and_no_later_one(demo_data, sent):
+    before = make_study()
     first = house_training_request(study=make_study(), options=OPTIONS)
-    HouseTraining.objects.filter(pk=first.pk).update(status=HouseTraining.Status.RUNNING, heartbeat_at=timezone.now())
+    HouseTraining.objects.filter(pk=first.pk).update(status=HouseTraining.Status.RUNNING, started_at=timezone.now(),
+                                                     heartbeat_at=timezone.now())
+    after = make_study()  # opened now: its items may be among what the running training learns from
 
-    # Its items were not left out of the training already running, which must therefore not score it.
-    later = house_training_request(study=make_study(), options=OPTIONS)
+    assert house_training_request(study=before, options=OPTIONS) == first
+    assert house_training_request(study=before, options=OPTIONS) == first  # asked again: nothing new
+    later = house_training_request(study=after, options=OPTIONS)
 
-    assert later != first and later.status == HouseTraining.Status.PENDING
+    assert later != first and later.status == HouseTraining.Status.PENDING and len(sent) == 2
+    first.refresh_from_db()
+    assert [r["study"] for r in first.then_score] == [first.then_score[0]["study"], before.pk]
+    assert [r["study"] for r in later.then_score] == [after.pk]
     assert house_training_run(training_id=first.pk) == "skipped"  # running, with a live heartbeat
-
-
-def test_the_running_training_is_the_answer_to_the_request_it_already_serves(demo_data, sent):
-    study = make_study()
-    first = house_training_request(study=study, options=OPTIONS)
-    HouseTraining.objects.filter(pk=first.pk).update(status=HouseTraining.Status.RUNNING, heartbeat_at=timezone.now())
-
-    assert house_training_request(study=study, options=OPTIONS) == first
-    assert HouseTraining.objects.count() == 1 and len(sent) == 1
 
 
 def test_the_trainers_progress_bars_become_the_rows_progress_and_heartbeat(demo_data):
