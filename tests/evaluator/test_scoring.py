@@ -1,6 +1,7 @@
 """evaluator.scoring, the model side of a worker: classifiers fitted on exactly the participants' shots, each
 image encoded once, unusable images as per-item errors, class columns in class-index order."""
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -53,14 +54,13 @@ def test_the_second_and_third_conditions_reuse_the_first_conditions_image_embedd
     encoded = []
     real = clipmodel.encode_images
 
-    def counting(**kwargs):
-        encoded.extend(str(p) for p in kwargs["images"])
+    def counting(**kwargs):  # the worker hands over each file's bytes, read once and checked
+        encoded.extend(hashlib.sha256(image.getvalue()).hexdigest() for image in kwargs["images"])
         return real(**kwargs)
 
     monkeypatch.setattr(scoring.clipmodel, "encode_images", counting)
-    test_images = {str(image_path(relative_path=i.item.image)) for i in StudyItem.objects.filter(study=study)}
-    shot_images = {str(image_path(relative_path=s.item.image))
-                   for s in ShotExample.objects.filter(condition__study=study)}
+    test_images = {i.item.content_hash for i in StudyItem.objects.filter(study=study).select_related("item")}
+    shot_images = {s.item.content_hash for s in ShotExample.objects.filter(condition__study=study).select_related("item")}
 
     first = create_run(study, tiny_checkpoint, chunk_size=4)
     score_all(first)
