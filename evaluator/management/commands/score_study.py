@@ -152,8 +152,11 @@ class Command(BaseCommand):
             queued = model_run_resume(run=run, retry_failed_items=retry_failed)
         except QueueUnavailable as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"run {run.code} ({run.name!r}) resumed: {queued} chunk(s) with missing predictions queued")
         run.refresh_from_db()
+        if queued:
+            self.stdout.write(f"run {run.code} ({run.name!r}) resumed: {queued} chunk(s) with missing predictions queued")
+        else:
+            self.stdout.write(f"run {run.code} ({run.name!r}) has no missing prediction: {run.status}")
         return run
 
     def _wait(self, run: ModelRun, *, worker_timeout: float) -> None:
