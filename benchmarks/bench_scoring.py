@@ -57,6 +57,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=None,
                    help="bare side's DataLoader workers (default: 0 on CPU, where decoding in-process was faster "
                         "than clipmodel's default of 1 worker on 2 cores; clipmodel's default on GPU)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads on both sides (OMP_NUM_THREADS; default: torch's choice). 1 makes the CPU "
+                        "seconds a steadier measure on a busy machine: idle threads spinning for work inflate them")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (worker log, database)")
     return p.parse_args()
@@ -103,8 +106,9 @@ def main() -> int:
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DB_CONN_MAX_AGE": "0",
         "PYTHONUNBUFFERED": "1",
+        **({"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)} if args.threads else {}),
     }
-    os.environ.update(env)
+    os.environ.update(env)  # before torch is imported, here and in the worker
     worker: subprocess.Popen | None = None
     try:
         import django
