@@ -176,7 +176,7 @@ def main() -> None:
                   f"{result.counts['n_probability_vectors']} vectors, protocol match "
                   f"{meta['protocol']['data_match']}")
         if args.plan:
-            from evaluator.planning_service import study_design, study_plan_compute, study_plan_request
+            from evaluator.services.planning import study_design, study_plan_compute, study_plan_request
 
             plan = study_plan_request(study=study, design=study_design(study=study), send=False)
             started = time.perf_counter()

@@ -25,8 +25,8 @@ in a condition. The script prints one table per database; exit status 1 if any c
 Bounded: at most --participants participants, a hard --max-seconds per database (participants stop
 starting new trials at the deadline), 30 s per request. Loopback only.
 
-The module doubles as the harness of tests/faults (Gunicorn, PgCluster, ParticipantBrowser,
-participant_flow, verify_answers): nothing here touches Django before main() or a caller has set it up.
+The module doubles as the harness of tests/faults (Gunicorn, ParticipantBrowser, participant_flow,
+verify_answers; PgCluster and free_port are tests/processes.py's): nothing here touches Django before main() or a caller has set it up.
 """
 
 from __future__ import annotations
@@ -56,28 +56,22 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from studyapp.pages import CHOICE, CSRF, ENROL, EXAMPLE_IMAGE, TRIAL_IMAGE, TRIAL_PATH  # noqa: E402
+from tests.processes import LOOPBACK, PgCluster, free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent  # gunicorn is installed beside the venv's python
 SHARED_DATA = ROOT.parent / "shared" / "data"
-LOOPBACK = "127.0.0.1"
 
 _RETRY_STATUS = {502, 503, 504}
 ACCESS_LOG_FORMAT = '%(m)s %(U)s %(s)s %(D)s'
 
 
-# Processes: free ports, gunicorn, a throwaway PostgreSQL cluster
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+# Processes: gunicorn (free ports and the PostgreSQL cluster come from tests/processes.py)
 
 
 def wait_for_port(port: int, *, timeout: float = 20.0) -> None:
@@ -170,57 +164,6 @@ def tree_cpu_seconds(root: int) -> float:
         except OSError:
             pass
     return total
-
-
-def _pg_bin() -> Path:
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
-    if not candidates:
-        raise RuntimeError("PostgreSQL binaries not found under /usr/lib/postgresql/*/bin")
-    return candidates[-1].parent
-
-
-class PgCluster:
-    """A throwaway PostgreSQL cluster under /tmp on a loopback port, run as `postgres` when we are root."""
-
-    def __init__(self, *, port: int = 0, fsync: bool = True, max_connections: int = 200):
-        self.port = port or free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="humanclip-pg-", dir="/tmp"))
-        self.options = (f"-p {self.port} -k {self.dir} -c listen_addresses={LOOPBACK} "
-                        f"-c max_connections={max_connections}" + ("" if fsync else " -c fsync=off"))
-        os.chmod(self.dir, 0o700)
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres")
-        self._as_owner(f"{_pg_bin()}/initdb -D {self.dir} -U humanclip --auth=trust -E UTF8 --no-sync")
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"postgres://humanclip@{LOOPBACK}:{self.port}/postgres"
-
-    @property
-    def socket_url(self) -> str:
-        """The same database over its Unix socket (no TCP stack per query), as a DATABASE_URL."""
-        return f"postgres://humanclip@{quote(str(self.dir), safe='')}:{self.port}/postgres"
-
-    def _as_owner(self, command: str) -> None:
-        argv = ["su", "postgres", "-s", "/bin/sh", "-c", command] if os.geteuid() == 0 else ["sh", "-c", command]
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
-
-    def start(self) -> None:
-        self._as_owner(f"{_pg_bin()}/pg_ctl -D {self.dir} -l {self.dir}/log -w -o '{self.options}' start")
-
-    def stop(self) -> None:
-        self._as_owner(f"{_pg_bin()}/pg_ctl -D {self.dir} -m fast -w stop")
-
-    def postmaster_pid(self) -> int:
-        return int((self.dir / "postmaster.pid").read_text().split()[0])
-
-    def destroy(self) -> None:
-        try:
-            self.stop()
-        except subprocess.CalledProcessError:
-            pass  # already stopped
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # A browser: cookies, CSRF, redirects followed by hand and timed per request kind, retries

@@ -1,17 +1,21 @@
 """On-disk image-feature cache keyed by (model fingerprint, image content hash).
 
-Layout: ``<root>/features/<fingerprint slug>/<hash[:2]>/<hash>.npy``, one float32 vector per file. Writes go
-to a temporary file in the same directory and are moved into place with ``os.replace``, so concurrent writers
-(Celery workers, reruns) never expose a partial file; the last identical write wins.
+Layout: ``<root>/features/<fingerprint slug>/packs/<random name>.npz``. Each ``put_many`` writes one pack (its
+keys and their float32 vectors) to a temporary file in the same directory and moves it into place with
+``os.replace``, so concurrent writers (Celery workers, reruns) never expose a partial file. Packs never change
+once written, so a process reads the keys of each pack once and afterwards only those of new packs. One file per
+call rather than per vector: on a slow file system a file per image cost about 1 ms, as much as encoding the
+image with a small model. Caches written before packs (``<hash[:2]>/<hash>.npy``, a vector each) are still read.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import tempfile
+import threading
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -50,40 +54,83 @@ def _slug(fingerprint: str) -> str:
     return f"{readable}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:10]}"
 
 
+# {pack path: {key: row}}; packs are immutable, so what a process has read of one stays true.
+_PACK_INDEX: dict[Path, dict[str, int]] = {}
+_PACK_LOCK = threading.Lock()
+
+
+def _pack_index(path: Path) -> dict[str, int]:
+    with _PACK_LOCK:
+        index = _PACK_INDEX.get(path)
+    if index is None:
+        with np.load(path, allow_pickle=False) as pack:
+            index = {str(key): row for row, key in enumerate(pack["keys"])}
+        with _PACK_LOCK:
+            _PACK_INDEX[path] = index
+    return index
+
+
 class FeatureCache:
     """Image embeddings on disk; ``get_many`` returns hits only, ``put_many`` stores vectors."""
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
 
-    def _path(self, fingerprint: str, key: str) -> Path:
+    def _folder(self, fingerprint: str) -> Path:
+        return self.root / "features" / _slug(fingerprint)
+
+    @staticmethod
+    def _check_key(key: str) -> str:
         if not re.fullmatch(r"[0-9a-f]{8,128}", key):
             raise ValueError(f"cache keys are hex content hashes, got {key!r}")
-        return self.root / "features" / _slug(fingerprint) / key[:2] / f"{key}.npy"
+        return key
+
+    def _path(self, fingerprint: str, key: str) -> Path:
+        """Where a cache from before packs kept one vector."""
+        return self._folder(fingerprint) / key[:2] / f"{self._check_key(key)}.npy"
 
     def get_many(self, *, fingerprint: str, keys: Iterable[str]) -> dict[str, torch.Tensor]:
         """{key: float32 vector} for the keys present; missing or unreadable entries are left out."""
-        found = {}
-        for key in keys:
-            path = self._path(fingerprint, key)
+        wanted = {self._check_key(key) for key in keys}
+        found: dict[str, torch.Tensor] = {}
+        packs = self._folder(fingerprint) / "packs"
+        try:
+            names = sorted(name for name in os.listdir(packs) if name.endswith(".npz"))
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            if not wanted:
+                break
             try:
-                found[key] = torch.from_numpy(np.load(path, allow_pickle=False))
+                index = _pack_index(packs / name)
+                rows = {key: index[key] for key in wanted if key in index}
+                if rows:
+                    with np.load(packs / name, allow_pickle=False) as pack:
+                        vectors = pack["vectors"]
+                    found.update((key, torch.from_numpy(vectors[row].copy())) for key, row in rows.items())
+                    wanted -= rows.keys()
+            except (ValueError, OSError, EOFError, KeyError):
+                continue  # unreadable pack: its images are encoded again
+        for key in wanted:
+            try:
+                found[key] = torch.from_numpy(np.load(self._path(fingerprint, key), allow_pickle=False))
             except (FileNotFoundError, ValueError, OSError, EOFError):
                 continue
         return found
 
     def put_many(self, *, fingerprint: str, features: Mapping[str, torch.Tensor]) -> None:
-        """Store each vector atomically (temp file + os.replace)."""
-        for key, vector in features.items():
-            path = self._path(fingerprint, key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            buffer = io.BytesIO()
-            np.save(buffer, vector.detach().to(torch.float32).cpu().numpy(), allow_pickle=False)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(buffer.getvalue())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+        """Store the vectors as one pack, atomically (temporary file + os.replace)."""
+        if not features:
+            return
+        keys = [self._check_key(key) for key in features]
+        vectors = np.stack([vector.detach().to(torch.float32).cpu().numpy() for vector in features.values()])
+        packs = self._folder(fingerprint) / "packs"
+        packs.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=packs, prefix=".pack-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, keys=np.array(keys), vectors=vectors)
+            os.replace(tmp, packs / f"{uuid.uuid4().hex}.npz")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

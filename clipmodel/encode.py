@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import BinaryIO
 
 import torch
 import torch.nn.functional as F
@@ -13,12 +14,13 @@ from torch.utils.data import DataLoader, Dataset
 from clipmodel.cache import FeatureCache, image_hash
 from clipmodel.loading import LoadedClip
 
-ImageLike = str | os.PathLike | Image.Image
+ImageLike = str | os.PathLike | BinaryIO | Image.Image
 Progress = Callable[[int, int], None]
 
 
 class ImageDataset(Dataset):
-    """File paths or PIL images -> preprocessed tensors (runs inside DataLoader workers)."""
+    """File paths, binary files (e.g. ``io.BytesIO`` of bytes already read) or PIL images -> preprocessed tensors
+    (runs inside DataLoader workers)."""
 
     def __init__(self, images: Sequence[ImageLike], preprocess: Callable):
         self.images = list(images)

@@ -13,9 +13,10 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from clipmodel.cache import default_cache_dir
@@ -108,6 +109,7 @@ def ensure_house_model(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     exclude_sha256: Iterable[str] = (),
+    on_output: Callable[[str], None] | None = None,
 ) -> Path:
     """Path of the trained house checkpoint, training it first (minutes on CPU) if not cached.
 
@@ -115,7 +117,8 @@ def ensure_house_model(
     studies built on the same images). Safe to call from several processes: one trains while the others
     wait on a file lock, and an interrupted run resumes from its last periodic checkpoint. Training runs
     ``python -m clipmodel.train`` in a child process (its ~3 GB are returned when it ends); its progress goes
-    to this process's terminal.
+    to this process's terminal, or with ``on_output`` line by line (progress bar updates included) to that
+    callback, and only its finished lines to stderr.
     """
     root = Path(data_root) if data_root is not None else default_data_root()
     exclude_sha256 = set(exclude_sha256)
@@ -147,6 +150,29 @@ def ensure_house_model(
             command = [sys.executable, "-m", "clipmodel.train", *argv]
             package_root = str(Path(__file__).resolve().parents[1])
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-            if subprocess.run(command, env=env).returncode != 0 or not path.is_file():
+            if on_output is None:
+                code = subprocess.run(command, env=env).returncode
+            else:
+                code = run_streaming(command, env=env, on_output=on_output)
+            if code != 0 or not path.is_file():
                 raise RuntimeError(f"training the house model failed (see its output above): {' '.join(command)}")
     return path
+
+
+def run_streaming(command: list[str], *, env: dict[str, str], on_output: Callable[[str], None]) -> int:
+    """Run ``command``; each line of its output (stdout and stderr, a progress bar's carriage-return updates
+    included) goes to ``on_output`` as it comes, and each newline-terminated line also to our stderr."""
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as child:
+        pending = b""
+        while chunk := child.stdout.read1(65536):
+            pending += chunk
+            *parts, pending = re.split(rb"(\r|\n)", pending)
+            for text, end in zip(parts[::2], parts[1::2], strict=True):
+                line = text.decode(errors="replace").strip()
+                if line:
+                    on_output(line)
+                    if end == b"\n":
+                        print(line, file=sys.stderr, flush=True)
+        if pending.strip():
+            on_output(pending.decode(errors="replace").strip())
+        return child.wait()

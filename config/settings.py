@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from config.env import env_bool, env_int, env_list, env_str, secret_key
+from config.env import env_bool, env_float, env_int, env_list, env_str, secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -134,10 +134,6 @@ X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, minimum=1024)
 
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6390/0")
-CELERY_BROKER_URL = REDIS_URL
-CELERY_RESULT_BACKEND = REDIS_URL
-CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
 # Study behaviour
 PARTICIPANT_URL_PREFIX = "/s/"
@@ -151,10 +147,51 @@ ADMIN_IMPORT_ROOTS = env_list("ADMIN_IMPORT_ROOTS", [])
 # Failed admin logins from one address within 15 minutes before its logins are refused unchecked.
 ADMIN_LOGIN_MAX_FAILURES = env_int("ADMIN_LOGIN_MAX_FAILURES", 10, minimum=1)
 
-# Model scoring
-HUMANCLIP_CACHE = Path(env_str("HUMANCLIP_CACHE", str(Path.home() / ".cache" / "humanclip")))
-SCORING_CHUNK_SIZE = env_int("SCORING_CHUNK_SIZE", 128, minimum=1)
 DEMO_DATA = env_str("DEMO_DATA", "")
+
+# Model scoring: the evaluator's Celery workers and the services that queue their work. Workers read the same
+# settings, so each worker machine can be tuned through its environment.
+HUMANCLIP_CACHE = Path(env_str("HUMANCLIP_CACHE", str(Path.home() / ".cache" / "humanclip")))
+SCORING_QUEUE = env_str("SCORING_QUEUE", "scoring") or "scoring"
+# Items per task (each scored in every condition); keep it >= SCORING_BATCH_SIZE, images per forward pass.
+SCORING_CHUNK_SIZE = env_int("SCORING_CHUNK_SIZE", 128, minimum=1)
+SCORING_BATCH_SIZE = env_int("SCORING_BATCH_SIZE", 128, minimum=1)
+# Seconds without a heartbeat before a RUNNING chunk counts as orphaned (its worker died) and is requeued.
+# Heartbeats come at every phase and every encoded batch, so this only needs to exceed one batch's time.
+SCORING_STALE_S = env_float("SCORING_STALE_S", 300, minimum=0.1)
+# How often each worker's sweeper looks for orphaned chunks, lost messages and finished runs.
+SCORING_SWEEP_S = env_float("SCORING_SWEEP_S", 30, minimum=0.1)
+# A pending chunk whose message is not in the (empty) queue this long after it was sent is re-sent.
+SCORING_REQUEUE_GRACE_S = env_float("SCORING_REQUEUE_GRACE_S", 60, minimum=0)
+# Per-chunk time limits (prefork pool only; the solo pool cannot interrupt a task).
+SCORING_SOFT_TIME_LIMIT_S = env_int("SCORING_SOFT_TIME_LIMIT_S", 900, minimum=1)
+SCORING_TIME_LIMIT_S = env_int("SCORING_TIME_LIMIT_S", 960, minimum=1)
+# Redis redelivers a message not acknowledged this long after delivery. It must exceed the longest chunk, or a
+# still-running chunk's message is delivered a second time (harmless, the claim skips it, but wasted work); a
+# killed worker's chunk is recovered sooner by the sweeper (evaluator.services.recovery), not by this timeout.
+SCORING_VISIBILITY_TIMEOUT_S = env_int("SCORING_VISIBILITY_TIMEOUT_S", 3600, minimum=1)
+# A planning simulation heartbeats after every grid size; one size of a large design can take minutes, so a
+# running plan counts as abandoned (its worker died) only after this long without one.
+PLANNING_STALE_S = env_float("PLANNING_STALE_S", 600, minimum=0.1)
+# The dashboard's live precision (a bootstrap over the answers so far) is recomputed at most this often.
+DASHBOARD_LIVE_CACHE_S = env_float("DASHBOARD_LIVE_CACHE_S", 60, minimum=0)
+
+# Celery (evaluator.celery_app reads the CELERY_* names; its fixed reliability options live there).
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6390/0")
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_ROUTES = {"evaluator.*": {"queue": SCORING_QUEUE}}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": SCORING_VISIBILITY_TIMEOUT_S,
+    "socket_connect_timeout": 5,
+    "socket_timeout": 10,
+    "socket_keepalive": True,
+    # A consumer whose Redis died or restarted while it was busy can sit on the dead BRPOP connection for
+    # brpop_timeout + 2 x this (51 s with kombu's default of 25); 5 s brings it back within ~11 s.
+    "health_check_interval": 5,
+    "retry_on_timeout": True,
+}
 
 LOGGING = {
     "version": 1,

@@ -9,8 +9,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from evaluator.errors import ScoringSetupError
-from evaluator.house import house_checkpoint
-from evaluator.models import ModelRun, ScoringChunk
+from evaluator.house import HouseModelNotTrained, house_checkpoint
+from evaluator.models import HouseTraining, ModelRun, ScoringChunk
 from evaluator.selectors import model_run_progress
 from evaluator.services import (
     QueueUnavailable,
@@ -20,6 +20,7 @@ from evaluator.services import (
     model_run_resume,
     model_spec_resolve,
 )
+from evaluator.services.training import house_training_request
 from studyapp.models import Condition, Study
 
 # clipmodel.FEW_SHOT_METHODS and DEFAULT_METHODS (the web process imports no torch to draw a form); checked on create
@@ -61,7 +62,10 @@ class ScoreStudyForm(forms.Form):
         data = super().clean()
         try:
             if data.get("source") == "house":
-                data["spec"] = model_spec_resolve(checkpoint=str(house_checkpoint(train=False)))
+                try:
+                    data["spec"] = model_spec_resolve(checkpoint=str(house_checkpoint(train=False)))
+                except HouseModelNotTrained:
+                    data["spec"] = None  # a worker trains it first (add_view), then creates the run
             else:
                 data["spec"] = model_spec_resolve(
                     model_name=data.get("model_name", ""),
@@ -117,6 +121,8 @@ class ModelRunAdmin(admin.ModelAdmin):
         form = ScoreStudyForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
+            if data["spec"] is None:
+                return self._train_house_model_first(request, data)
             try:
                 run = model_run_create(
                     study=data["study"], spec=data["spec"], name=data["name"], conditions=data["conditions"],
@@ -139,6 +145,19 @@ class ModelRunAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "evaluator/admin/score_study.html", context)
 
+    def _train_house_model_first(self, request, data):
+        options = {"name": data["name"], "conditions": data["conditions"], "templates": data["template_list"] or None,
+                   "fewshot_methods": data["fewshot_methods"] or None, "device": data["device"],
+                   "allow_trained_items": data["allow_trained_items"]}
+        try:
+            house_training_request(study=data["study"], options=options)
+        except QueueUnavailable as exc:
+            messages.warning(request, str(exc))
+        else:
+            messages.success(request, "The house model is not trained yet: a worker trains it (9-30 min on a CPU), "
+                                      "then the run appears here.")
+        return HttpResponseRedirect(reverse("admin:evaluator_housetraining_changelist"))
+
     @admin.action(description="Cancel (stops after the chunk being scored)")
     def cancel_runs(self, request, queryset):
         n = sum(model_run_cancel(run=run) for run in queryset)
@@ -159,3 +178,26 @@ class ModelRunAdmin(admin.ModelAdmin):
             self.message_user(request, str(exc), level=messages.WARNING)
             return
         self.message_user(request, f"{chunks} chunk(s) queued.")
+
+
+@admin.register(HouseTraining)
+class HouseTrainingAdmin(admin.ModelAdmin):
+    """Read-only: trainings are requested by "Score a study" (house model) and `manage.py score_study`."""
+
+    list_display = ("code", "status", "percent", "detail", "studies", "created_at", "finished_at")
+    list_filter = ("status",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in HouseTraining._meta.fields] + ["percent", "studies"]
+
+    @admin.display(description="progress")
+    def percent(self, training):
+        return f"{100 * training.progress:.0f} %"
+
+    @admin.display(description="then scores")
+    def studies(self, training):
+        titles = dict(Study.objects.filter(pk__in=[r["study"] for r in training.then_score]).values_list("pk", "title"))
+        return ", ".join(titles.get(r["study"], "(deleted)") for r in training.then_score)
+
+    def has_add_permission(self, request):
+        return False

@@ -1,29 +1,29 @@
-"""The Celery application: broker and result backend from Django settings (REDIS_URL), tasks in evaluator.tasks.
+"""The Celery application: broker, result backend, queue routing and the broker's transport options from Django
+settings (the CELERY_* names in config/settings.py), tasks in evaluator.tasks.
 
-Scoring runs on its own queue ("scoring") so GPU machines can consume only that queue. Reliability comes
-from the settings below plus the claim in evaluator.services: a message is acknowledged only after its
-chunk is written (acks_late), a killed worker's message goes back to the queue (reject_on_worker_lost,
-and Redis redelivers unacknowledged messages after the visibility timeout), each worker takes one message
-at a time (prefetch 1: a slow chunk never holds others hostage), and a worker keeps retrying the broker
-when Redis restarts. Values set here are not read from Django settings, except the CELERY_* ones that
-config.settings defines (broker/result URLs, always-eager): this module is imported while the settings
-load, so its own tunables (SCORING_QUEUE, SCORING_VISIBILITY_TIMEOUT_S) come from the environment only.
+Scoring runs on its own queue (SCORING_QUEUE, "scoring") so GPU machines can consume only that queue.
+Reliability comes from the options below plus the claim in evaluator.services.chunks: a message is
+acknowledged only after its chunk is written (acks_late), a killed worker's message goes back to the queue
+(reject_on_worker_lost, and Redis redelivers unacknowledged messages after the visibility timeout), each
+worker takes one message at a time (prefetch 1: a slow chunk never holds others hostage), and a worker keeps
+retrying the broker when Redis restarts. These options are fixed behaviour, not settings; every setting
+(queue name, visibility timeout, time limits, …) is in config/settings.py.
 """
 
 import os
 
 from celery import Celery
 
-from config.env import env_int
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-SCORING_QUEUE = os.environ.get("SCORING_QUEUE", "") or "scoring"
+# Services send tasks by these names (app.tasks[...]), so they need not import evaluator.tasks.
+SCORE_CHUNK_TASK = "evaluator.score_chunk"
+HOUSE_TRAINING_TASK = "evaluator.house_training"
+PLAN_STUDY_TASK = "evaluator.plan_study"
 
 app = Celery("humanclip")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
-    task_routes={"evaluator.*": {"queue": SCORING_QUEUE}},
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
@@ -36,19 +36,6 @@ app.conf.update(
     broker_connection_retry=True,
     broker_connection_retry_on_startup=True,
     broker_connection_max_retries=None,  # a worker outlives any Redis restart
-    broker_transport_options={
-        # Must exceed the longest chunk, or a still-running chunk's message is delivered a second time
-        # (harmless, the claim skips it, but wasted work). A killed worker's chunk is recovered sooner by the
-        # sweeper (see evaluator.services.model_runs_sweep), not by this timeout.
-        "visibility_timeout": env_int("SCORING_VISIBILITY_TIMEOUT_S", 3600, minimum=1),
-        "socket_connect_timeout": 5,
-        "socket_timeout": 10,
-        "socket_keepalive": True,
-        # A consumer whose Redis died or restarted while it was busy can sit on the dead BRPOP connection for
-        # brpop_timeout + 2 x this (51 s with kombu's default of 25); 5 s brings it back within ~11 s.
-        "health_check_interval": 5,
-        "retry_on_timeout": True,
-    },
     result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
     redis_socket_connect_timeout=5,
     redis_socket_timeout=30,

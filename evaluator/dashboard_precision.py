@@ -28,7 +28,7 @@ LIVE_CACHE_LIFETIME_S = 24 * 3600  # an entry is replaced long before: by a newe
 
 
 def _live_cache_s() -> float:
-    return float(getattr(settings, "DASHBOARD_LIVE_CACHE_S", 60))
+    return settings.DASHBOARD_LIVE_CACHE_S
 
 
 @dataclass

@@ -8,6 +8,7 @@ Images are compared by the sha256 of their source file's bytes: each Item record
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,24 +41,31 @@ def house_exclusions() -> set[str]:
     return digests | (demo_exclusions(data_root=root) if root.is_dir() else set())
 
 
-def house_checkpoint(*, train: bool, progress: bool = False) -> Path:
+class HouseModelNotTrained(ScoringSetupError):
+    """The house model for the studies now in the database is not in the cache yet (its training data is)."""
+
+
+def house_checkpoint(*, train: bool, progress: bool = False, on_output: Callable[[str], None] | None = None) -> Path:
     """The house model that leaves out ``house_exclusions()``, under HUMANCLIP_CACHE; trains it first (minutes
-    on CPU) when ``train``, else raises ScoringSetupError when it is not trained yet."""
+    on CPU; the trainer's output line by line to ``on_output`` if given) when ``train``, else raises
+    HouseModelNotTrained when it is not trained yet. ScoringSetupError when its training data is missing."""
     import clipmodel
     from clipmodel.house import house_model_path
 
     try:
         if train:
             return clipmodel.ensure_house_model(data_root=data_root(), cache_dir=settings.HUMANCLIP_CACHE,
-                                                progress=progress, exclude_sha256=house_exclusions())
+                                                progress=progress, exclude_sha256=house_exclusions(),
+                                                on_output=on_output)
         path = house_model_path(data_root=data_root(), cache_dir=settings.HUMANCLIP_CACHE,
                                 exclude_sha256=house_exclusions())
     except OSError as exc:  # its cache key covers the training data's manifests
         raise ScoringSetupError(f"the house model is not trained yet and its training data is missing ({exc})") from None
     if not path.is_file():
-        raise ScoringSetupError(
+        raise HouseModelNotTrained(
             "the house model is not trained yet (or not for the studies now in the database): run "
-            "`manage.py house_model` (or `manage.py score_study STUDY`, which trains it), or choose a checkpoint"
+            "`manage.py house_model` (or `manage.py score_study STUDY`, which has a worker train it), or choose a "
+            "checkpoint"
         )
     return path
 

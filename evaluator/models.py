@@ -136,7 +136,7 @@ class ScoringChunk(models.Model):
 
 
 class StudyPlan(models.Model):
-    """A planning simulation of a study's own design (evaluator/planning_service.py): the half-width curve of
+    """A planning simulation of a study's own design (evaluator/services/planning.py): the half-width curve of
     evaluator.report.plan_halfwidths, one grid size at a time, stored so the planning page and `manage.py
     plan_study` reuse it (``key``: the design and simulation settings); plan_study on it is instant."""
 
@@ -170,3 +170,43 @@ class StudyPlan(models.Model):
 
     def __str__(self) -> str:
         return f"plan {self.code} ({self.status})"
+
+
+class HouseTraining(models.Model):
+    """Training the house model in a worker (minutes on a CPU), then scoring the studies that asked for it.
+
+    The row is also the claim, as a ScoringChunk's: a task trains only after a conditional update moved the row
+    to RUNNING, so a duplicate or redelivered message never trains a second time at once. Requests join the
+    pending training (at most one, a database constraint), so studies asked for together share one training.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    then_score = models.JSONField(
+        default=list, blank=True,
+        help_text='Runs to create once trained: [{"study": pk, …model_run_create options}], in request order.',
+    )
+    progress = models.FloatField(default=0, help_text="0–1, from the trainer's progress bars.")
+    detail = models.CharField(max_length=300, blank=True, help_text="The trainer's latest progress line.")
+    checkpoint = models.CharField(max_length=1000, blank=True)
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="node name:pid of the training worker.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["status"], condition=Q(status="pending"),
+                                               name="one_pending_house_training")]
+
+    def __str__(self) -> str:
+        return f"house model training {self.code} ({self.status})"

@@ -7,9 +7,9 @@ import math
 import pandas as pd
 
 from evaluator.models import StudyPlan
-from evaluator.planning_service import design_from_json, plan_curve
 from evaluator.report import plan_study
 from evaluator.report.figures import METRIC_LABELS
+from evaluator.services.planning import design_from_json, plan_curve
 
 
 def study_plan_table(*, plan: StudyPlan, target_halfwidth: float = 3.0, difference: float | None = None,

@@ -7,6 +7,8 @@ Workers live for many chunks, so the model and the classifiers are built once pe
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import multiprocessing
 import platform
@@ -20,7 +22,6 @@ import torch
 from django.conf import settings
 
 import clipmodel
-from evaluator.conf import setting
 from evaluator.models import ModelRun
 from studyapp.models import ClassLabel, Condition, Item, ShotExample
 from studyapp.services.images import image_path
@@ -161,18 +162,19 @@ def probabilities(*, prepared: PreparedRun, key: tuple[int, str], features: torc
     return classifier.predict_proba(features)
 
 
-def _check_file(item: Item) -> str | None:
-    """Why the stored file is unusable, or None. Stored images are named by the sha256 of their bytes, so a
-    mismatch means the file was corrupted or replaced: the model must see exactly what the humans saw."""
+def _read_checked(item: Item) -> tuple[bytes | None, str | None]:
+    """(the stored file's bytes, None), or (None, why it is unusable). Stored images are named by the sha256 of
+    their bytes, so a mismatch means the file was corrupted or replaced: the model must see exactly what the
+    humans saw. The decoder gets these very bytes, so each file is read once."""
     try:
-        content_hash = clipmodel.image_hash(image_path(relative_path=item.image))
+        data = image_path(relative_path=item.image).read_bytes()
     except FileNotFoundError:
-        return f"image file missing: {item.image}"
+        return None, f"image file missing: {item.image}"
     except OSError as exc:
-        return f"image file unreadable: {item.image} ({exc})"
-    if content_hash != item.content_hash:
-        return f"image file corrupt or replaced: {item.image} does not match its content hash"
-    return None
+        return None, f"image file unreadable: {item.image} ({exc})"
+    if hashlib.sha256(data).hexdigest() != item.content_hash:
+        return None, f"image file corrupt or replaced: {item.image} does not match its content hash"
+    return data, None
 
 
 def _num_workers() -> int | None:
@@ -186,43 +188,45 @@ def encode_items(
     """({item pk: embedding}, {item pk: error}) for ``items``; cached embeddings are reused, the rest encoded.
 
     The cache key is the item's content hash, which is exactly clipmodel.image_hash of the stored file, so
-    entries are shared with clipmodel.encode_with_cache and across runs, conditions and workers.
+    entries are shared with clipmodel.encode_with_cache and across runs, conditions and workers. Each file is
+    read once: its bytes are checked against the content hash and decoded from memory.
     """
     cache = feature_cache()
     by_hash = {item.content_hash: item for item in items}
     found = cache.get_many(fingerprint=clip.fingerprint, keys=list(by_hash))
     errors: dict[int, str] = {}
-    todo: list[Item] = []
+    todo: list[tuple[Item, bytes]] = []
     for content_hash, item in by_hash.items():
         if content_hash in found:
             continue
-        problem = _check_file(item)
+        data, problem = _read_checked(item)
         if problem:
             errors[item.pk] = problem
         else:
-            todo.append(item)
+            todo.append((item, data))
     if todo:
-        encoded = _encode(clip=clip, items=todo, heartbeat=heartbeat, errors=errors)
-        cache.put_many(fingerprint=clip.fingerprint, features=encoded)
+        encoded = _encode(clip=clip, todo=todo, heartbeat=heartbeat, errors=errors)
+        cache.put_many(fingerprint=clip.fingerprint, features=encoded)  # one file for the whole chunk
         found.update(encoded)
     return {item.pk: found[item.content_hash] for item in items if item.content_hash in found}, errors
 
 
-def _encode(*, clip, items: list[Item], heartbeat, errors: dict[int, str]) -> dict[str, torch.Tensor]:
-    paths = [image_path(relative_path=item.image) for item in items]
-    batch_size = int(setting("SCORING_BATCH_SIZE"))
+def _encode(*, clip, todo: list[tuple[Item, bytes]], heartbeat, errors: dict[int, str]) -> dict[str, torch.Tensor]:
+    batch_size = settings.SCORING_BATCH_SIZE
     try:
         vectors = clipmodel.encode_images(
-            clip=clip, images=paths, batch_size=batch_size, num_workers=_num_workers(), progress=lambda *_: heartbeat()
+            clip=clip, images=[io.BytesIO(data) for _, data in todo], batch_size=batch_size,
+            num_workers=_num_workers(), progress=lambda *_: heartbeat(),
         )
-        return {item.content_hash: vector for item, vector in zip(items, vectors, strict=True)}
+        return {item.content_hash: vector for (item, _), vector in zip(todo, vectors, strict=True)}
     except (OSError, ValueError, SyntaxError) as exc:
         # One undecodable image must not sink its neighbours: retry one by one to find the culprit(s).
-        logger.warning("batch encode failed (%s); encoding %d images one by one", exc, len(items))
+        logger.warning("batch encode failed (%s); encoding %d images one by one", exc, len(todo))
     out = {}
-    for item, path in zip(items, paths, strict=True):
+    for item, data in todo:
         try:
-            out[item.content_hash] = clipmodel.encode_images(clip=clip, images=[path], batch_size=1, num_workers=0)[0]
+            out[item.content_hash] = clipmodel.encode_images(clip=clip, images=[io.BytesIO(data)], batch_size=1,
+                                                             num_workers=0)[0]
         except (OSError, ValueError, SyntaxError) as exc:
             errors[item.pk] = f"image could not be decoded: {item.image} ({exc})"
         heartbeat()

@@ -96,14 +96,14 @@ def study_protocol_write_view(request, study):
 
 @study_page
 def study_plan_page(request, study):
-    from evaluator.planning_service import (
+    from evaluator.report import ReportInputError, paper_conditions
+    from evaluator.services.planning import (
         N_RESAMPLES,
         N_STUDIES,
         PlanUnavailable,
         study_design,
         study_plan_request,
     )
-    from evaluator.report import ReportInputError, paper_conditions
 
     conditions = [c.name for c in study.conditions.order_by("shots")]
     form = PlanForm(request.POST or None, conditions=conditions, allow_idk=study.allow_idk,
@@ -136,8 +136,8 @@ def _plan_or_404(study, plan_code) -> StudyPlan:
 @study_page
 def study_plan_result_page(request, study, plan):
     from evaluator.planning_results import plan_summary, study_plan_table
-    from evaluator.planning_service import design_from_json
     from evaluator.report.figures import METRIC_LABELS
+    from evaluator.services.planning import design_from_json
 
     plan = _plan_or_404(study, plan)
     target = PlanTargetForm(request.GET or None)
@@ -161,7 +161,7 @@ def study_plan_progress_json(request, study, plan):
 @require_POST
 @study_page
 def study_plan_send_view(request, study, plan):
-    from evaluator.planning_service import PlanUnavailable, study_plan_send
+    from evaluator.services.planning import PlanUnavailable, study_plan_send
 
     plan = _plan_or_404(study, plan)
     try:

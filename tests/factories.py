@@ -1,4 +1,4 @@
-"""Test data: small generated images, datasets, studies and participants."""
+"""Test data: small generated images, datasets and studies."""
 
 import hashlib
 import io
@@ -7,7 +7,7 @@ import random
 import factory
 from PIL import Image
 
-from studyapp.models import ClassLabel, Dataset, Item, Participant, Study
+from studyapp.models import ClassLabel, Dataset, Item, Study
 from studyapp.services.images import image_normalise, image_store
 from studyapp.services.studies import study_create
 
@@ -68,10 +68,3 @@ def make_study(*, dataset: Dataset | None = None, open_it: bool = True, shots=(0
     dataset = dataset or make_dataset()
     study = study_create(dataset=dataset, title=fields.pop("title", "Test study"), shots=shots, **fields)
     return study_open(study=study) if open_it else study
-
-
-class ParticipantFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = Participant
-
-    study = factory.LazyFunction(make_study)

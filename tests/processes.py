@@ -1,14 +1,46 @@
-"""For tests that start other processes (workers, servers) against the test database."""
+"""The harness for tests and benchmarks that start other processes: free ports, a private Redis, a throwaway
+PostgreSQL cluster, waiting on a condition, and the test database's URL for worker and server processes.
 
+Nothing here needs Django set up except subprocess_database_url(); benchmarks import the rest before they do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
 from urllib.parse import quote
 
-from django.db import connection
+LOOPBACK = "127.0.0.1"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
-from benchmarks.load_participants import free_port  # noqa: F401  (one way to find a free port)
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now (the kernel's choice)."""
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.1):
+    """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def subprocess_database_url() -> str:
     """The URL of the database this test runs against, for worker processes (pytest-django's test DB)."""
+    from django.db import connection
+
     params = connection.settings_dict
     if connection.vendor == "sqlite":
         return f"sqlite:///{params['NAME']}"
@@ -20,3 +52,95 @@ def subprocess_database_url() -> str:
         port = f":{params['PORT']}" if params.get("PORT") else ""
         return f"postgres://{auth}{host}{port}/{params['NAME']}"
     raise RuntimeError(f"no worker database URL for {connection.vendor}")
+
+
+# ----------------------------------------------------------------------------------------------- Redis
+
+
+def redis_reachable(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except Exception:
+        return False
+
+
+class RedisServer:
+    """A private redis-server without persistence; stop() and start() again on the same port simulate a crash
+    and a restart (every queued message is gone)."""
+
+    def __init__(self, directory: Path, port: int | None = None):
+        self.directory = directory
+        self.port = port or free_port()
+        self.url = f"redis://{LOOPBACK}:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
+             "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: redis_reachable(self.url), timeout=15, what=f"redis-server on port {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()  # like a crash: no save, every queued message is gone
+            self.proc.wait(10)
+
+
+# ----------------------------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin() -> Path:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    if not candidates:
+        raise RuntimeError("PostgreSQL binaries not found under /usr/lib/postgresql/*/bin")
+    return candidates[-1].parent
+
+
+class PgCluster:
+    """A throwaway PostgreSQL cluster under /tmp on a loopback port, run as `postgres` when we are root."""
+
+    def __init__(self, *, port: int = 0, fsync: bool = True, max_connections: int = 200):
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="humanclip-pg-", dir="/tmp"))
+        self.options = (f"-p {self.port} -k {self.dir} -c listen_addresses={LOOPBACK} "
+                        f"-c max_connections={max_connections}" + ("" if fsync else " -c fsync=off"))
+        os.chmod(self.dir, 0o700)
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres")
+        self._as_owner(f"{_pg_bin()}/initdb -D {self.dir} -U humanclip --auth=trust -E UTF8 --no-sync")
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"postgres://humanclip@{LOOPBACK}:{self.port}/postgres"
+
+    @property
+    def socket_url(self) -> str:
+        """The same database over its Unix socket (no TCP stack per query), as a DATABASE_URL."""
+        return f"postgres://humanclip@{quote(str(self.dir), safe='')}:{self.port}/postgres"
+
+    def _as_owner(self, command: str) -> None:
+        argv = ["su", "postgres", "-s", "/bin/sh", "-c", command] if os.geteuid() == 0 else ["sh", "-c", command]
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+
+    def start(self) -> None:
+        self._as_owner(f"{_pg_bin()}/pg_ctl -D {self.dir} -l {self.dir}/log -w -o '{self.options}' start")
+
+    def stop(self) -> None:
+        self._as_owner(f"{_pg_bin()}/pg_ctl -D {self.dir} -m fast -w stop")
+
+    def postmaster_pid(self) -> int:
+        return int((self.dir / "postmaster.pid").read_text().split()[0])
+
+    def destroy(self) -> None:
+        try:
+            self.stop()
+        except subprocess.CalledProcessError:
+            pass  # already stopped
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -272,13 +272,14 @@ class ParticipantLayout:
         self.class_starts = np.flatnonzero(np.r_[True, cls_local[1:] != cls_local[:-1]])
 
         correct, guess, response = enc.correct[mask], enc.guess[mask], enc.response[mask]
-        # Per subject × class sums: the accuracies need only these (W @ S).
+        # Per subject p x class c: answers n_pc, right answers r_pc, guesses g_pc. A resample draws subject p
+        # W_p times, so its class sums are one matrix product each (W @ these): n_c = sum_p W_p n_pc, etc.
         key = subject * n_classes + cls_local[item_local]
         size = len(self.subjects) * n_classes
         shape = (len(self.subjects), n_classes)
-        self.s_n = np.bincount(key, minlength=size).reshape(shape).astype(float)
-        self.s_c = np.bincount(key, weights=correct, minlength=size).reshape(shape)
-        self.s_g = np.bincount(key, weights=guess, minlength=size).reshape(shape)
+        self.answers_by_class = np.bincount(key, minlength=size).reshape(shape).astype(float)
+        self.right_by_class = np.bincount(key, weights=correct, minlength=size).reshape(shape)
+        self.guesses_by_class = np.bincount(key, weights=guess, minlength=size).reshape(shape)
         target = item_cls
         n_codes = enc.idk_code + 1
         self.full = _VoteLayout(item_local, response, subject, target, len(item_cls), n_codes)
@@ -293,8 +294,8 @@ class ParticipantLayout:
         def per_class(x):
             return np.add.reduceat(x.astype(float), self.class_starts, axis=1)
 
-        return _combine_classes(per_class(present), w @ self.s_n, w @ self.s_c, w @ self.s_g, per_class(mv_full),
-                                per_class(mv_guess), average=average)
+        return _combine_classes(per_class(present), w @ self.answers_by_class, w @ self.right_by_class,
+                                w @ self.guesses_by_class, per_class(mv_full), per_class(mv_guess), average=average)
 
 
 class _VoteLayout:
@@ -322,13 +323,15 @@ class _VoteLayout:
         correct = np.zeros_like(present)
         if len(self.pair_starts) == 0:
             return present, correct
-        counts = np.add.reduceat(w[:, self.subject], self.pair_starts, axis=1)
-        top = np.maximum.reduceat(counts, self.item_starts, axis=1)
-        is_top = counts == top[:, self.pair_seg]
+        # votes[r, pair] = sum of W_p over the answers with that (item, response): the response's weighted count.
+        votes = np.add.reduceat(w[:, self.subject], self.pair_starts, axis=1)
+        top_votes = np.maximum.reduceat(votes, self.item_starts, axis=1)  # per item: the largest count
+        is_top = votes == top_votes[:, self.pair_seg]
         n_top = np.add.reduceat(is_top.astype(np.int64), self.item_starts, axis=1)
-        target_top = np.add.reduceat((is_top & self.is_target).astype(np.int64), self.item_starts, axis=1)
-        present[:, self.items_here] = top > 0
-        correct[:, self.items_here] = (top > 0) & (n_top == 1) & (target_top == 1)
+        target_on_top = np.add.reduceat((is_top & self.is_target).astype(np.int64), self.item_starts, axis=1)
+        # The vote is right when the top count is unique (no tie) and is the target's; no weight: item absent.
+        present[:, self.items_here] = top_votes > 0
+        correct[:, self.items_here] = (top_votes > 0) & (n_top == 1) & (target_on_top == 1)
         return present, correct
 
 

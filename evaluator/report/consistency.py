@@ -143,25 +143,31 @@ class _Condition:
 
     def _leave_one_out_majority(self) -> tuple[np.ndarray, np.ndarray]:
         """Per answer: does the item have other answers, and is their unique top answer the target?"""
+        # Per item: the count of every response. The others' majority is right iff, with this answer taken out,
+        # the target's count is strictly above every other response's count (a tie counts as wrong):
+        #   target_without_me = target_votes - [my answer is the target]
+        #   rival_without_me  = top_rival - 1 if my answer is the only top rival, else top_rival
+        # where the rival responses are all but the target, top_rival their largest count (second_rival the next).
         n_codes = self.enc.idk_code + 1
         items, local = np.unique(self.item, return_inverse=True)
         counts = np.zeros((len(items), n_codes))
         np.add.at(counts, (local, self.response), 1)
         target = self.enc.item_class[items]
         rows = np.arange(len(items))
-        t = counts[rows, target]
-        others = counts.copy()
-        others[rows, target] = -1.0
-        top2 = -np.sort(-others, axis=1)[:, :2]
-        m1, m2 = top2[:, 0], top2[:, 1]
-        n_m1 = (others == m1[:, None]).sum(axis=1)
-        mine_target = self.response == target[local]
-        t_without = t[local] - mine_target
-        mine_count = counts[local, self.response]
-        drops_top = ~mine_target & (mine_count == m1[local]) & (n_m1[local] == 1)
-        other_without = np.where(drops_top, np.maximum(m1[local] - 1, m2[local]), m1[local])
+        target_votes = counts[rows, target]
+        rival_votes = counts.copy()
+        rival_votes[rows, target] = -1.0
+        top_two = -np.sort(-rival_votes, axis=1)[:, :2]
+        top_rival, second_rival = top_two[:, 0], top_two[:, 1]
+        n_top_rivals = (rival_votes == top_rival[:, None]).sum(axis=1)
+        mine_is_target = self.response == target[local]
+        target_without_me = target_votes[local] - mine_is_target
+        my_response_votes = counts[local, self.response]
+        mine_is_only_top_rival = ~mine_is_target & (my_response_votes == top_rival[local]) & (n_top_rivals[local] == 1)
+        rival_without_me = np.where(mine_is_only_top_rival, np.maximum(top_rival[local] - 1, second_rival[local]),
+                                    top_rival[local])
         has_others = counts.sum(axis=1)[local] >= 2
-        return has_others, (t_without > other_without).astype(float)
+        return has_others, (target_without_me > rival_without_me).astype(float)
 
 
 @dataclass
@@ -193,18 +199,21 @@ class _Versus:
         return self._estimate(w, v)[0]
 
     def _estimate(self, w, v):
+        # Per person a (the module's formulas with b = this rater, items weighted V_i):
+        #   n_a = sum_i V_i [rater answered i],  o_a = sum_i V_i [both right or both wrong on i],
+        #   p_a = a's accuracy over all a's answers,  p_b = the rater's accuracy (see the class doc).
         d = self.data
         p_a = d.accuracy(v)
-        vi = v[:, d.item] * self.present
-        n_a = np.add.reduceat(vi, d.person_starts, axis=1)
-        agree = np.add.reduceat(vi * (d.right == self.outcome), d.person_starts, axis=1)
+        item_weight = v[:, d.item] * self.present
+        n_a = np.add.reduceat(item_weight, d.person_starts, axis=1)
+        agree = np.add.reduceat(item_weight * (d.right == self.outcome), d.person_starts, axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             if self.model is not None:
                 items, right = self.model
                 p_b = ((v[:, items] * right).sum(axis=1) / v[:, items].sum(axis=1))[:, None]
             else:
-                wv = w[:, d.person] * vi
-                p_b = ((wv * self.outcome).sum(axis=1) / wv.sum(axis=1))[:, None]
+                answer_weight = w[:, d.person] * item_weight  # W_a V_i per (person, item) answer
+                p_b = ((answer_weight * self.outcome).sum(axis=1) / answer_weight.sum(axis=1))[:, None]
             return _pooled_kappa(agree, n_a, p_a, p_b, w)
 
 
@@ -248,12 +257,16 @@ class _Pairs:
             answered, right_m = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
             answered[d.person, d.item] = 1.0
             right_m[d.person, d.item] = d.right
-            n = answered @ answered.T
-            rr = right_m @ right_m.T
-            ra = right_m @ answered.T
-            agree_m = n - ra - ra.T + 2 * rr
-            self.a, self.b = np.nonzero(np.triu(n > 0, k=1))
-            self.n_ab, self.agree_ab = n[self.a, self.b].astype(float), agree_m[self.a, self.b].astype(float)
+            # For persons a, b over their common items: n_ab common items, both_right_ab, and
+            # right_on_common_ab = items a got right among those b answered. Then
+            #   both wrong = n_ab - right_on_common_ab - right_on_common_ba + both_right_ab   (inclusion-exclusion)
+            #   o_ab = both right + both wrong = n_ab - right_on_common_ab - right_on_common_ba + 2 both_right_ab
+            common = answered @ answered.T
+            both_right = right_m @ right_m.T
+            right_on_common = right_m @ answered.T
+            agree_m = common - right_on_common - right_on_common.T + 2 * both_right
+            self.a, self.b = np.nonzero(np.triu(common > 0, k=1))
+            self.n_ab, self.agree_ab = common[self.a, self.b].astype(float), agree_m[self.a, self.b].astype(float)
             self.p = d.accuracy(np.ones((1, len(d.enc.items))))
             self.dense = True
             self.unit = "participants"
@@ -286,7 +299,7 @@ class _Pairs:
 
 def _pooled_kappa(agree, n, p_a, p_b, weight):
     """sum weight (agree - n c) / (1 - c)  /  sum weight n, over units with n > 0 and c < 1 (see module doc)."""
-    c = p_a * p_b + (1 - p_a) * (1 - p_b)
+    c = p_a * p_b + (1 - p_a) * (1 - p_b)  # c_ab, the agreement expected from the two accuracies alone
     ok = (n > 0) & (1 - c > _EPS)
     with np.errstate(invalid="ignore", divide="ignore"):
         num = np.where(ok, weight * (agree - n * c) / np.where(ok, 1 - c, 1.0), 0.0).sum(axis=1)

@@ -92,7 +92,7 @@ class CrossedSums:
         else:
             with np.errstate(invalid="ignore", divide="ignore"):
                 u = person["answered"] / self.k
-        vu = v * u
+        vu = v * u  # V_i u_i: an item's weight in the item sums (a majority vote, the item count)
         out = {"items": np.add.reduceat(vu, self.class_starts, axis=1)}
         for name, x in person.items():
             out[name] = self.per_class(x, v)

@@ -55,12 +55,13 @@ def mcnemar_table(trials) -> pd.DataFrame:
             continue
         models = here[here["subject_kind"] == "model"]
         for model, answers in models.groupby("subject", sort=True):
-            m = answers.set_index("item")["mv_full"]
-            common = humans.index.intersection(m.index)
-            h, mm = humans.loc[common].to_numpy(), m.loc[common].to_numpy()
-            b, c = int((h & ~mm).sum()), int((~h & mm).sum())
-            rows.append([condition, model, len(common), int((h & mm).sum()), b, c, int((~h & ~mm).sum()),
-                         mcnemar_exact(b, c)])
+            model_votes = answers.set_index("item")["mv_full"]
+            common = humans.index.intersection(model_votes.index)
+            human_right, model_right = humans.loc[common].to_numpy(), model_votes.loc[common].to_numpy()
+            # McNemar's discordant counts: b = human right and model wrong, c = model right and human wrong.
+            b, c = int((human_right & ~model_right).sum()), int((~human_right & model_right).sum())
+            rows.append([condition, model, len(common), int((human_right & model_right).sum()), b, c,
+                         int((~human_right & ~model_right).sum()), mcnemar_exact(b, c)])
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -152,6 +153,8 @@ def idk_gain(trials, *, from_condition: str = "zero-shot", to_condition: str = "
 
 
 def _gain_row(design, split, unit, delta, in_split):
+    # delta = each unit's accuracy change; over all n units the gain is sum(delta) / n, and because
+    # sum(delta) = sum over the split + sum over the rest, gain_total = gain_from_split + gain_from_rest exactly.
     n = len(delta)
     if n == 0:
         return [design, split, unit, 0, 0, np.nan, np.nan, np.nan, np.nan]

@@ -22,7 +22,6 @@ from studyapp.services.images import ImageRejected, NormalisedImage, image_norma
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 PETS_URLS = (
     "https://www.robots.ox.ac.uk/~vgg/data/pets/data/images.tar.gz",
     "https://www.robots.ox.ac.uk/~vgg/data/pets/data/annotations.tar.gz",

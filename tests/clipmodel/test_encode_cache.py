@@ -100,3 +100,24 @@ def test_concurrent_writers_never_leave_partial_entries(tmp_path):
     assert set(got) == set(keys)
     assert all(any(torch.equal(v, candidate) for candidate in vectors.values()) for v in got.values())
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_each_put_is_one_file_and_vectors_cached_before_packs_are_still_found(tmp_path):
+    import numpy as np
+
+    cache = clipmodel.FeatureCache(tmp_path)
+    first = {f"{i:064x}": torch.full((8,), float(i)) for i in range(50)}
+    later = {f"{i:064x}": torch.full((8,), float(i)) for i in range(50, 60)}
+    cache.put_many(fingerprint="fp", features=first)
+    assert set(cache.get_many(fingerprint="fp", keys=[*first, *later])) == set(first)  # this process has read it
+    cache.put_many(fingerprint="fp", features=later)
+    old_style = "ab" * 32  # one .npy per vector, as caches were written before packs
+    path = tmp_path / "features" / next((tmp_path / "features").iterdir()).name / "ab" / f"{old_style}.npy"
+    path.parent.mkdir(parents=True)
+    np.save(path, np.ones(8, dtype=np.float32))
+
+    got = cache.get_many(fingerprint="fp", keys=[*first, *later, old_style])
+
+    assert len(list(tmp_path.rglob("*.npz"))) == 2
+    assert set(got) == {*first, *later, old_style}
+    assert torch.equal(got[f"{57:064x}"], torch.full((8,), 57.0)) and torch.equal(got[old_style], torch.ones(8))

@@ -50,3 +50,33 @@ def test_postgres_is_chosen_through_database_url(tmp_path):
     result = run_manage("shell", "-c", "from django.db import connection; print(connection.vendor)",
                         env={"DATABASE_URL": "postgres://u@127.0.0.1:1/db", "VAR_DIR": str(tmp_path)})
     assert result.stdout.strip().splitlines()[-1] == "postgresql", result.stderr
+
+
+def _env_names_read_by_settings() -> set[str]:
+    import ast
+
+    tree = ast.parse((ROOT / "config" / "settings.py").read_text())
+    return {node.args[0].value for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "").startswith("env_")
+            and node.args and isinstance(node.args[0], ast.Constant)}
+
+
+def test_env_example_lists_every_setting_read_from_the_environment_and_no_other():
+    import re
+
+    listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), flags=re.MULTILINE))
+    read = _env_names_read_by_settings() | {"SECRET_KEY"}  # secret_key() reads it (or var/secret_key)
+    # Read elsewhere on purpose: ./run's ports, clipmodel's hub probe and the report's Chromium (no Django there).
+    elsewhere = {"WEB_PORT", "REDIS_PORT", "PG_PORT", "HF_HUB_OFFLINE", "BROWSER_PATH"}
+    assert read - listed == set()
+    assert listed - read == elsewhere
+
+
+def test_scoring_settings_are_parsed_strictly_and_reach_the_celery_app(tmp_path):
+    bad = run_manage("check", env={"SCORING_STALE_S": "5 min", "VAR_DIR": str(tmp_path)})
+    assert bad.returncode != 0 and "SCORING_STALE_S='5 min' is not a number" in bad.stderr
+    good = run_manage("shell", "-c", "from evaluator.celery_app import app; "
+                      "print(app.conf.broker_transport_options['visibility_timeout'], "
+                      "app.amqp.router.route({}, 'evaluator.score_chunk')['queue'].name)",
+                      env={"SCORING_QUEUE": "gpu", "SCORING_VISIBILITY_TIMEOUT_S": "7200", "VAR_DIR": str(tmp_path)})
+    assert good.stdout.strip().splitlines()[-1] == "7200 gpu", good.stderr

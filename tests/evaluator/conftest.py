@@ -4,22 +4,19 @@ tests a real Redis and real Celery worker processes that share the test database
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from django.contrib.auth import get_user_model
 
 from tests.evaluator.tinymodel import write_tiny_checkpoint
-from tests.processes import free_port, subprocess_database_url
+from tests.processes import RedisServer, redis_reachable, subprocess_database_url, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = Path(sys.executable).with_name("celery")
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 @pytest.fixture(scope="session")
@@ -60,40 +57,6 @@ def _feature_cache(settings, tmp_path):
 # ----------------------------------------------------------------------------------------------- Redis
 
 
-def redis_reachable(url: str) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except Exception:
-        return False
-
-
-class RedisServer:
-    """A private redis-server; stop() and start() again on the same port simulate a Redis restart."""
-
-    def __init__(self, directory: Path, port: int | None = None):
-        self.directory = directory
-        self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> RedisServer:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for(lambda: redis_reachable(self.url), timeout=15, what=f"redis-server on port {self.port}")
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()  # like a crash: no save, every queued message is gone
-            self.proc.wait(10)
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """REDIS_URL when it points at a reachable server (./run test starts one), else a private redis-server."""
@@ -106,46 +69,7 @@ def redis_url(tmp_path_factory):
     server.stop()
 
 
-@contextmanager
-def broker(url: str):
-    """Point this process's Celery app (which queues the chunks) at ``url``."""
-    from evaluator.celery_app import app
-
-    old = (app.conf.broker_url, app.conf.result_backend, app.conf.task_always_eager)
-    app.conf.update(broker_url=url, result_backend=url, task_always_eager=False)
-    _reset_pool(app)
-    try:
-        yield app
-    finally:
-        app.conf.update(broker_url=old[0], result_backend=old[1], task_always_eager=old[2])
-        _reset_pool(app)
-
-
-def _reset_pool(app) -> None:
-    # Drop the cached pools (kombu keeps one per broker URL globally, so closing them would break later use).
-    app._pool = None
-    if "amqp" in app.__dict__:
-        app.amqp._producer_pool = None
-    app.__dict__.pop("backend", None)
-
-
-def flush_redis(url: str) -> None:
-    import redis
-
-    redis.Redis.from_url(url).flushdb()
-
-
 # ----------------------------------------------------------------------------------------------- workers
-
-
-def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Worker:
@@ -172,12 +96,13 @@ class Worker:
 
 @pytest.fixture
 def start_worker(transactional_db, settings, tmp_path):
-    """start_worker(name, redis_url, **env) -> Worker: a real `celery worker` on the scoring queue (solo pool)
-    that sees this test's database, media root and feature cache. Workers are stopped before the database
-    is flushed (this fixture depends on transactional_db, so it is torn down first)."""
+    """start_worker(name, redis_url, chunk_delay_s=0, **env) -> Worker: a real `celery worker` on the scoring
+    queue (solo pool) that sees this test's database, media root and feature cache. With ``chunk_delay_s`` every
+    chunk takes that much longer (tests/evaluator/slow_worker.py), so a fault can land mid-run. Workers are
+    stopped before the database is flushed (this fixture depends on transactional_db, so it is torn down first)."""
     workers: list[Worker] = []
 
-    def start(name: str, url: str, **env) -> Worker:
+    def start(name: str, url: str, *, chunk_delay_s: float = 0, **env) -> Worker:
         log = tmp_path / f"worker-{name}-{len(workers)}.log"
         environment = {
             **os.environ,
@@ -191,8 +116,11 @@ def start_worker(transactional_db, settings, tmp_path):
             "PYTHONUNBUFFERED": "1",
             **{k: str(v) for k, v in env.items()},
         }
+        app = "config"
+        if chunk_delay_s:
+            app, environment["TEST_CHUNK_DELAY_S"] = "tests.evaluator.slow_worker", str(chunk_delay_s)
         proc = subprocess.Popen(
-            [str(CELERY), "-A", "config", "worker", "-Q", "scoring", "-c", "1", "--pool", "solo",
+            [str(CELERY), "-A", app, "worker", "-Q", "scoring", "-c", "1", "--pool", "solo",
              "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-l", "info"],
             cwd=ROOT, env=environment, stdout=log.open("w"), stderr=subprocess.STDOUT,
         )
@@ -205,3 +133,11 @@ def start_worker(transactional_db, settings, tmp_path):
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture
+def staff_client(client):
+    user = get_user_model().objects.create_user("staff", password="pw-for-tests-only", is_staff=True,
+                                                is_superuser=True)
+    client.force_login(user)
+    return client

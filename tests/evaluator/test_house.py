@@ -15,7 +15,7 @@ from evaluator.models import ModelRun
 from evaluator.study_reports import study_report_meta
 from studyapp.models import Item, ShotExample, StudyItem
 from studyapp.services.datasets import dataset_import
-from tests.evaluator.helpers import create_run
+from tests.evaluator.helpers import create_run, write_demo_data
 from tests.evaluator.tinymodel import write_tiny_checkpoint
 from tests.factories import make_dataset, make_study, write_image
 
@@ -26,29 +26,11 @@ def _digests(items) -> set[str]:
     return {item.source_sha256 for item in items}
 
 
-def _write_demo_data(root):
-    """The shared-data layout with a Pets manifest (3 breeds x 9 images) and a EuroSAT one (2 classes x 30)."""
-    rows = {"oxford_pets": [], "eurosat": []}
-    for label in range(3):
-        rows["oxford_pets"] += [(f"breed{label}_{i}.jpg", label, f"Breed {label}", "trainval") for i in range(9)]
-    for label in range(2):
-        rows["eurosat"] += [(f"C{label}/C{label}_{i}.jpg", label, f"C {label}", "test" if i < 15 else "train")
-                            for i in range(30)]
-    seed = 5000
-    for dataset, entries in rows.items():
-        lines = ["filename,label,label_name,split\n"]
-        for filename, label, name, split in entries:
-            seed += 1
-            write_image(root / dataset / "images" / filename, seed=seed)
-            lines.append(f"{filename},{label},{name},{split}\n")
-        (root / dataset / "manifest.csv").write_text("".join(lines))
-
-
 def test_house_exclusions_are_every_studys_test_items_and_shots_and_every_demo_image(settings, tmp_path):
     from clipmodel.demo_split import demo_files
 
     settings.DEMO_DATA = str(tmp_path / "data")
-    _write_demo_data(tmp_path / "data")
+    write_demo_data(tmp_path / "data")
     open_study = make_study()
     draft = make_study(open_it=False)
     unused = make_dataset()  # a dataset no study uses: its images may be trained on
@@ -117,7 +99,7 @@ def test_scoring_a_study_with_a_model_trained_on_its_items_is_refused_before_any
     checkpoint = _checkpoint_trained_on(tmp_path / "leaky.pt",
                                         [*test_files, shot_file, source / not_shown.original_filename])
     sent = []
-    monkeypatch.setattr("evaluator.services._send", lambda *, chunk_ids: sent.extend(chunk_ids))
+    monkeypatch.setattr("evaluator.services.queue.chunks_send", lambda *, chunk_ids: sent.extend(chunk_ids))
 
     with pytest.raises(TrainedOnStudyItems, match=r"trained on 2 of this study's 9 test items and 1 of its 6 shot"):
         create_run(study, checkpoint)

@@ -1,8 +1,9 @@
 """Real Redis, real `celery worker` processes, the real test database: scale-out and fault tests.
 
-Workers are tuned through the environment (evaluator.conf): SCORING_TEST_DELAY_S makes each chunk take a
-while so a fault can land mid-run; SCORING_STALE_S and SCORING_SWEEP_S make recovery take seconds, not
-minutes. Every test ends with the same check: every (condition, item) scored exactly once.
+Workers are tuned through the environment (config/settings.py): SCORING_STALE_S and SCORING_SWEEP_S make
+recovery take seconds, not minutes; a worker started with chunk_delay_s (tests/evaluator/slow_worker.py) takes
+that much longer per chunk, so a fault can land mid-run. Every test ends with the same check: every
+(condition, item) scored exactly once.
 """
 
 import io
@@ -13,10 +14,9 @@ from django.core.management import CommandError, call_command
 from evaluator.models import ModelPrediction, ModelRun, ScoringChunk
 from studyapp.models import StudyItem
 from studyapp.services.images import image_path
-from tests.evaluator.conftest import RedisServer, broker, flush_redis, wait_for
-from tests.evaluator.helpers import assert_scored_exactly_once, create_run
+from tests.evaluator.helpers import assert_scored_exactly_once, broker, create_run, flush_redis
 from tests.factories import make_dataset, make_study
-from tests.processes import free_port
+from tests.processes import RedisServer, free_port, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -58,7 +58,7 @@ def redis(redis_url):
 def test_two_workers_share_the_scoring_queue_and_every_item_is_scored_exactly_once(
     study, redis, start_worker, tiny_checkpoint
 ):
-    workers = [start_worker(name, redis, SCORING_TEST_DELAY_S=0.3) for name in ("w1", "w2")]
+    workers = [start_worker(name, redis, chunk_delay_s=0.3) for name in ("w1", "w2")]
 
     run = create_run(study, tiny_checkpoint, chunk_size=2)
 
@@ -73,7 +73,7 @@ def test_two_workers_share_the_scoring_queue_and_every_item_is_scored_exactly_on
 def test_a_worker_killed_mid_run_leaves_its_chunk_to_a_new_worker_and_every_item_is_scored_exactly_once(
     study, redis, start_worker, tiny_checkpoint
 ):
-    first = start_worker("w1", redis, SCORING_TEST_DELAY_S=0.5, **FAST_RECOVERY)
+    first = start_worker("w1", redis, chunk_delay_s=0.5, **FAST_RECOVERY)
     run = create_run(study, tiny_checkpoint, chunk_size=2)
     wait_for(lambda: chunks_done(run) >= 2 and ScoringChunk.objects.filter(run=run, status="running").exists(),
              timeout=60, what="the first worker to be mid-run")
@@ -82,7 +82,7 @@ def test_a_worker_killed_mid_run_leaves_its_chunk_to_a_new_worker_and_every_item
     stranded = ScoringChunk.objects.filter(run=run, status="running").count()
     assert status(run) == "running" and stranded == 1
 
-    second = start_worker("w2", redis, SCORING_TEST_DELAY_S=0.1, **FAST_RECOVERY)
+    second = start_worker("w2", redis, chunk_delay_s=0.1, **FAST_RECOVERY)
     assert wait_until_finished(run, workers=[first, second]) == "done"
     assert_scored_exactly_once(run)
     assert ScoringChunk.objects.filter(run=run, attempts__gte=2).exists()  # the stranded chunk was redone
@@ -94,7 +94,7 @@ def test_a_redis_restart_mid_run_loses_the_queued_messages_but_not_the_run(
     server = RedisServer(tmp_path / "redis", port=free_port()).start()
     try:
         with broker(server.url):
-            worker = start_worker("w1", server.url, SCORING_TEST_DELAY_S=0.4, **FAST_RECOVERY)
+            worker = start_worker("w1", server.url, chunk_delay_s=0.4, **FAST_RECOVERY)
             run = create_run(study, tiny_checkpoint, chunk_size=2)
             wait_for(lambda: chunks_done(run) >= 2, timeout=60, what="the run to be under way")
 

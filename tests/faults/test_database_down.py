@@ -15,14 +15,13 @@ from benchmarks.load_participants import (
     Gunicorn,
     ParticipantBrowser,
     ParticipantLog,
-    PgCluster,
-    free_port,
     participant_flow,
     server_env,
 )
 from studyapp.models import Assignment, Participant, Response
 from tests.factories import make_dataset, make_study
 from tests.faults.flow import first_trial, form_token, offered_choices, trial_code
+from tests.processes import PgCluster, free_port
 from tests.studyapp.test_participants_flow import join_url, start
 
 FRIENDLY = "Back in a moment"

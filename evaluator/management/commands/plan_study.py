@@ -7,7 +7,8 @@ from django.core.management.base import BaseCommand, CommandError
 from evaluator.models import StudyPlan
 from evaluator.planning_results import plan_summary, study_plan_table
 from evaluator.planning_selectors import study_plan_progress
-from evaluator.planning_service import (
+from evaluator.report import ReportInputError
+from evaluator.services.planning import (
     N_RESAMPLES,
     N_STUDIES,
     SEED,
@@ -18,7 +19,6 @@ from evaluator.planning_service import (
     study_plan_request,
     study_plan_send,
 )
-from evaluator.report import ReportInputError
 from studyapp.selectors.studies import StudyNotFound, study_get_by_code
 
 COLUMNS = ["condition", "subject_kind", "metric", "target_halfwidth", "participants_per_condition",

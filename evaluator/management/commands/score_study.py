@@ -1,20 +1,17 @@
 import time
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from evaluator.errors import ScoringSetupError
-from evaluator.house import house_checkpoint
-from evaluator.models import ModelRun
+from evaluator.house import HouseModelNotTrained, house_checkpoint
+from evaluator.models import HouseTraining, ModelRun
 from evaluator.selectors import model_run_progress
-from evaluator.services import (
-    QueueUnavailable,
-    RunExists,
-    model_run_create,
-    model_run_resume,
-    model_spec_resolve,
-    read_templates_file,
-)
+from evaluator.services.queue import QueueUnavailable
+from evaluator.services.runs import RunExists, model_run_create, model_run_resume
+from evaluator.services.specs import model_spec_resolve, read_templates_file
+from evaluator.services.training import house_training_request
 from studyapp.models import Condition
 from studyapp.selectors.studies import StudyNotFound, study_get_by_code
 
@@ -26,7 +23,8 @@ class Command(BaseCommand):
     help = (
         "Score a study's items with a model, as one more subject (Celery workers on the 'scoring' queue do the "
         "work; this command queues the run and shows its progress). Without --model/--checkpoint: the house "
-        "model, trained first if needed. Running it again with the same name scores only what is missing. A model "
+        "model; when it is not trained yet, a worker trains it first and then creates the run. Running it again "
+        "with the same name scores only what is missing. A model "
         "trained on the study's test items or shots is refused unless --allow-trained-items."
     )
 
@@ -63,8 +61,14 @@ class Command(BaseCommand):
         shots = self._shots(conditions)
         fewshot = [m.strip() for m in fewshot.split(",") if m.strip()]
         try:
-            spec = self._spec(model=model, pretrained=pretrained, checkpoint=checkpoint)
             template_list = read_templates_file(templates) if templates else None
+            options = {"name": name, "conditions": shots, "templates": list(template_list) if template_list else None,
+                       "fewshot_methods": fewshot, "device": device, "chunk_size": chunk_size,
+                       "allow_trained_items": allow_trained_items}
+            spec = self._spec(study=study, model=model, pretrained=pretrained, checkpoint=checkpoint, options=options,
+                              wait=wait, worker_timeout=worker_timeout)
+            if spec is None:
+                return  # a worker trains the house model, then creates the run
             run = model_run_create(study=study, spec=spec, name=name, conditions=shots, templates=template_list,
                                    fewshot_methods=fewshot, device=device, chunk_size=chunk_size,
                                    allow_trained_items=allow_trained_items)
@@ -88,15 +92,50 @@ class Command(BaseCommand):
             raise CommandError(f"unknown condition(s) {', '.join(unknown)}; use {', '.join(CONDITIONS)}")
         return [CONDITIONS[n] for n in names]
 
-    def _spec(self, *, model, pretrained, checkpoint):
+    def _spec(self, *, study, model, pretrained, checkpoint, options, wait, worker_timeout):
+        """The model to score with; None when the house model must be trained first and we do not wait for it."""
         if model or checkpoint or pretrained:
             return model_spec_resolve(model_name=model, pretrained=pretrained, checkpoint=checkpoint)
-        self.stdout.write("no --model/--checkpoint: using the house model (training it first if it is not cached)")
+        self.stdout.write("no --model/--checkpoint: using the house model")
         try:
-            path = house_checkpoint(train=True, progress=True)
+            path = house_checkpoint(train=False)
+        except HouseModelNotTrained:
+            training = house_training_request(study=study, options=options)
+            self.stdout.write(f"the house model is not trained yet: a worker trains it (9-30 min on a CPU), then "
+                              f"scores this study (training {training.code}; progress in the admin)")
+            if not wait:
+                return None
+            path = self._wait_training(training, worker_timeout=worker_timeout)
         except (OSError, ValueError, RuntimeError) as exc:
             raise CommandError(f"the house model is not available: {exc}") from None
         return model_spec_resolve(checkpoint=str(path))
+
+    def _wait_training(self, training: HouseTraining, *, worker_timeout: float) -> Path:
+        from tqdm import tqdm
+
+        started = time.monotonic()
+        checked_workers = False
+        with tqdm(total=100, unit="%", desc="training the house model", file=self.stderr._out, dynamic_ncols=True,
+                  bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}{postfix}]") as bar:
+            try:
+                while True:
+                    training.refresh_from_db()
+                    bar.n = round(100 * training.progress, 1)
+                    bar.set_postfix_str(training.detail[:60], refresh=False)
+                    bar.refresh()
+                    if training.status in (HouseTraining.Status.DONE, HouseTraining.Status.FAILED):
+                        break
+                    if (not checked_workers and training.status == HouseTraining.Status.PENDING
+                            and time.monotonic() - started > worker_timeout):
+                        checked_workers = True
+                        self._require_worker()
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                bar.close()
+                raise CommandError(f"stopped watching; training {training.code} goes on in the worker") from None
+        if training.status == HouseTraining.Status.FAILED:
+            raise CommandError(f"training the house model failed: {training.error}")
+        return Path(training.checkpoint)
 
     def _resume(self, run: ModelRun, *, spec, shots, templates, fewshot, retry_failed) -> ModelRun:
         same = (run.model_name, run.pretrained, run.checkpoint, run.fewshot_methods) == (
@@ -113,8 +152,11 @@ class Command(BaseCommand):
             queued = model_run_resume(run=run, retry_failed_items=retry_failed)
         except QueueUnavailable as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"run {run.code} ({run.name!r}) resumed: {queued} chunk(s) with missing predictions queued")
         run.refresh_from_db()
+        if queued:
+            self.stdout.write(f"run {run.code} ({run.name!r}) resumed: {queued} chunk(s) with missing predictions queued")
+        else:
+            self.stdout.write(f"run {run.code} ({run.name!r}) has no missing prediction: {run.status}")
         return run
 
     def _wait(self, run: ModelRun, *, worker_timeout: float) -> None:
@@ -145,16 +187,16 @@ class Command(BaseCommand):
         self._report(progress, run)
 
     def _require_worker(self) -> None:
-        from evaluator.celery_app import SCORING_QUEUE, app
+        from evaluator.celery_app import app
 
         try:
             queues = app.control.inspect(timeout=2).active_queues() or {}
         except Exception as exc:
             raise CommandError(f"cannot reach the broker to look for workers: {exc}") from None
-        if not any(q.get("name") == SCORING_QUEUE for qs in queues.values() for q in qs):
+        if not any(q.get("name") == settings.SCORING_QUEUE for qs in queues.values() for q in qs):
             raise CommandError(
-                f"no worker consumes the {SCORING_QUEUE!r} queue, so the run stays pending until one starts: "
-                f"celery -A config worker -Q {SCORING_QUEUE} -c 1 --pool solo"
+                f"no worker consumes the {settings.SCORING_QUEUE!r} queue, so the run stays pending until one starts: "
+                f"celery -A config worker -Q {settings.SCORING_QUEUE} -c 1 --pool solo"
             )
 
     def _report(self, progress: dict, run: ModelRun) -> None:

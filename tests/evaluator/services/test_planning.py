@@ -1,4 +1,4 @@
-"""Planning before a study opens: the study's own design simulated (evaluator/planning_service.py), once per design,
+"""Planning before a study opens: the study's own design simulated (evaluator/services/planning.py), once per design,
 in a Celery task or the command, resumable, and read for any target half-width or difference."""
 
 import io
@@ -10,11 +10,12 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from evaluator import planning_service
 from evaluator.models import StudyPlan
 from evaluator.planning_results import plan_summary, study_plan_table
 from evaluator.planning_selectors import study_plan_progress
-from evaluator.planning_service import (
+from evaluator.report import ReportInputError, plan_halfwidths, plan_study
+from evaluator.services import planning as planning_service
+from evaluator.services.planning import (
     PlanUnavailable,
     design_from_json,
     design_to_json,
@@ -25,10 +26,10 @@ from evaluator.planning_service import (
     study_plan_request,
     study_plan_send,
 )
-from evaluator.report import ReportInputError, plan_halfwidths, plan_study
 from studyapp.models import Study
-from tests.evaluator.conftest import broker, flush_redis, wait_for
+from tests.evaluator.helpers import broker, flush_redis
 from tests.factories import make_dataset, make_study
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.django_db
 QUICK = {"n_studies": 2, "n_resamples": 40}  # small simulations: these tests check the plumbing, not the statistics

@@ -27,14 +27,13 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from evaluator.celery_app import app
+from evaluator.celery_app import PLAN_STUDY_TASK, app
 from evaluator.models import StudyPlan
 from evaluator.report import ConditionPlan, ReportInputError, StudyDesign, paper_conditions, plan_halfwidths
 from studyapp.models import Study, StudyItem
 
 logger = logging.getLogger(__name__)
 
-PLAN_TASK = "evaluator.plan_study"  # sent by name: this module does not import the tasks module that imports it
 # Defaults of the simulation (docs/reports.md measured the default design with them).
 N_STUDIES, N_RESAMPLES, SEED = 10, 300, 0
 
@@ -45,7 +44,7 @@ class PlanUnavailable(RuntimeError):
 
 def _stale_after() -> timedelta:
     # A running plan heartbeats after every grid size; one size of a large design can take minutes.
-    return timedelta(seconds=float(getattr(settings, "PLANNING_STALE_S", 600)))
+    return timedelta(seconds=settings.PLANNING_STALE_S)
 
 
 # ------------------------------------------------------------------------------------------------- design
@@ -138,7 +137,7 @@ def study_plan_request(*, study: Study, design: StudyDesign, n_studies: int = N_
 def study_plan_send(*, plan_id: int) -> None:
     try:
         # The result lives on the plan: no result backend is needed (nor asked for) to queue it.
-        app.send_task(PLAN_TASK, args=[plan_id], ignore_result=True)
+        app.send_task(PLAN_STUDY_TASK, args=[plan_id], ignore_result=True)
     except Exception as exc:  # kombu OperationalError, redis ConnectionError, ...
         raise PlanUnavailable(f"could not queue the planning task ({type(exc).__name__}: {exc}); run "
                               "`manage.py plan_study` instead, or try again once Redis is reachable") from exc
