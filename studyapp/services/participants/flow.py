@@ -60,13 +60,15 @@ def assignment_next(*, participant: Participant) -> Assignment | None:
 
 
 def _phase_next_trial(*, participant: Participant, condition: Condition) -> Assignment | None:
+    # One table, no joins: the caller needs the trial's code (a redirect); a take-back needs its condition,
+    # which is at hand. Every open trial of the part in one read (a part has tens).
     open_trials = (
-        participant.assignments.filter(condition=condition)
+        Assignment.objects.filter(participant_id=participant.pk, condition_id=condition.pk)
         .exclude(status=Assignment.Status.ANSWERED)
-        .select_related("condition__study", "item")
         .order_by("position")
     )
     for assignment in open_trials:
+        assignment.participant, assignment.condition = participant, condition
         if assignment.status == Assignment.Status.RESERVED or _reclaim(
             assignment=assignment, to_status=Assignment.Status.RESERVED
         ):
@@ -94,8 +96,11 @@ def assignment_show(*, assignment: Assignment) -> Assignment | None:
     ):
         return None
     if assignment.shown_at is None:
-        Assignment.objects.filter(pk=assignment.pk, shown_at__isnull=True).update(shown_at=timezone.now())
-        assignment.refresh_from_db(fields=["shown_at"])
+        now = timezone.now()
+        if Assignment.objects.filter(pk=assignment.pk, shown_at__isnull=True).update(shown_at=now):
+            assignment.shown_at = now
+        else:  # another tab showed it a moment ago: that time counts
+            assignment.refresh_from_db(fields=["shown_at"])
     return assignment
 
 
