@@ -64,6 +64,13 @@ def _uuid(model: type[models.Model], name: str, value: uuid.UUID, connection):
     return model._meta.get_field(name).get_db_prep_value(value, connection, prepared=False)
 
 
+def _partial(model: type[models.Model], connection, **values) -> models.Model:
+    """An instance holding only these fields (attnames); the others load on first use. from_db takes the
+    values in the model's field order."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    return model.from_db(connection.alias, names, [values[name] for name in names])
+
+
 def _as_uuid(value) -> uuid.UUID | None:
     try:
         return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
@@ -90,6 +97,11 @@ def _statement(name: str, connection) -> str:
                       + f"JOIN {q(_I.table)} i ON i.{q('id')} = a.{q('item_id')} " + where_owner),
             "trial_image": (f"SELECT i.{q('image')} " + owner + f"JOIN {q(_I.table)} i ON i.{q('id')} = a.{q('item_id')} "
                             + where_owner + f" AND p.{q('withdrawn_at')} IS NULL"),
+            "trials": (f"SELECT {q('condition_id')}, {q('status')}, {q('position')}, {q('code')} FROM {q(_A.table)} "
+                       f"WHERE {q('participant_id')} = %s AND {q('status')} <> %s"),
+            "open_trials": (f"SELECT {q('id')}, {q('code')}, {q('status')}, {q('position')} FROM {q(_A.table)} "
+                            f"WHERE {q('participant_id')} = %s AND {q('condition_id')} = %s AND {q('status')} <> %s "
+                            f"ORDER BY {q('position')}"),
             "viewer": (f"SELECT p.{q('study_id')}, p.{q('consent')}, s.{q('design')}, p.{q('condition_id')}, "
                        f"p.{q('phases_entered')} FROM {q(_P.table)} p JOIN {q(_S.table)} s ON s.{q('id')} = "
                        f"p.{q('study_id')} WHERE p.{q('code')} = %s AND s.{q('code')} = %s AND "
@@ -169,3 +181,29 @@ def image_viewer_get(*, study_code, code, connection=default_connection) -> Imag
     return ImageViewer(study_id=study_id, consent_given=consent == Participant.Consent.GIVEN,
                        between=design == Study.Design.BETWEEN, condition_id=condition_id,
                        phases_entered=phases_entered)
+
+
+def participant_trials_brief(*, participant_id: int, connection=default_connection) -> list[tuple[int, str, int, uuid.UUID]]:
+    """(condition id, status, position, code) of each of the participant's trials that did not expire unclaimed:
+    the trial page's progress and the next trial, whose photo it prefetches."""
+    with connection.cursor() as cursor:
+        cursor.execute(_statement("trials", connection), [participant_id, Assignment.Status.EXPIRED])
+        rows = cursor.fetchall()
+    return [(condition_id, status, position, _as_uuid(code)) for condition_id, status, position, code in rows]
+
+
+def participant_open_trials(*, participant: Participant, condition: Condition,
+                            connection=default_connection) -> list[Assignment]:
+    """The participant's unanswered trials of a part in the order shown, as instances holding only id, code,
+    status and position (the rest loads on first use, one query): the next trial's redirect needs its code."""
+    with connection.cursor() as cursor:
+        cursor.execute(_statement("open_trials", connection),
+                       [participant.pk, condition.pk, Assignment.Status.ANSWERED])
+        rows = cursor.fetchall()
+    out = []
+    for pk, code, status, position in rows:
+        trial = _partial(Assignment, connection, id=pk, participant_id=participant.pk, condition_id=condition.pk,
+                         code=_as_uuid(code), status=status, position=position)
+        trial.participant, trial.condition = participant, condition
+        out.append(trial)
+    return out

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from studyapp.models import Assignment, Condition, Item, Participant, ShotExample, Study
-from studyapp.selectors.hot_reads import ImageViewer
+from studyapp.selectors.hot_reads import ImageViewer, participant_trials_brief
 from studyapp.selectors.study_cache import Choice, example_target, study_frozen
 
 
@@ -143,12 +143,10 @@ def _progress_and_next(*, participant: Participant, condition: Condition,
     code of the reserved trial that follows `assignment` in its part (same query)."""
     conditions = participant_conditions(participant=participant)
     study = participant.study
-    # An expired trial that was never re-claimed is not part of the participant's work. order_by(): the model's
-    # default ordering would join the conditions for nothing.
-    trials = Assignment.objects.filter(participant_id=participant.pk).exclude(status=Assignment.Status.EXPIRED).order_by()
     counts: dict[int, list[int]] = {}
     following: list[tuple[int, uuid.UUID]] = []
-    for condition_id, status, position, code in trials.values_list("condition_id", "status", "position", "code"):
+    # An expired trial that was never re-claimed is not part of the participant's work.
+    for condition_id, status, position, code in participant_trials_brief(participant_id=participant.pk):
         total_answered = counts.setdefault(condition_id, [0, 0])
         total_answered[0] += 1
         total_answered[1] += status == Assignment.Status.ANSWERED

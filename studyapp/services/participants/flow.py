@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from studyapp.models import Assignment, Condition, Participant, Response
+from studyapp.selectors.hot_reads import participant_open_trials
 from studyapp.selectors.participants import NextStep, Step, participant_conditions
 from studyapp.services.participants.allocation import _allocate, _reclaim
 
@@ -60,19 +61,14 @@ def assignment_next(*, participant: Participant) -> Assignment | None:
 
 
 def _phase_next_trial(*, participant: Participant, condition: Condition) -> Assignment | None:
-    # One table, no joins: the caller needs the trial's code (a redirect); a take-back needs its condition,
-    # which is at hand. Every open trial of the part in one read (a part has tens).
-    open_trials = (
-        Assignment.objects.filter(participant_id=participant.pk, condition_id=condition.pk)
-        .exclude(status=Assignment.Status.ANSWERED)
-        .order_by("position")
-    )
-    for assignment in open_trials:
-        assignment.participant, assignment.condition = participant, condition
-        if assignment.status == Assignment.Status.RESERVED or _reclaim(
-            assignment=assignment, to_status=Assignment.Status.RESERVED
-        ):
+    for assignment in participant_open_trials(participant=participant, condition=condition):
+        if assignment.status == Assignment.Status.RESERVED:
             return assignment
+        # Expired: take it back if its item has a slot free again (rare: the full row is read for it).
+        expired = Assignment.objects.get(pk=assignment.pk)
+        expired.participant, expired.condition = participant, condition
+        if _reclaim(assignment=expired, to_status=Assignment.Status.RESERVED):
+            return expired
     return None
 
 
