@@ -7,7 +7,7 @@
 One run builds a throwaway world under /tmp (the demo's Pets data from ../shared/data, else a generated
 37-class stand-in; a within-subjects study, zero/one/two-shot, 20 trials per part as in the demo), starts
 gunicorn with `./run demo`'s options (3 workers x 2 threads, gthread, access log) on a free loopback port,
-and measures, one kind at a time with --clients keep-alive client threads for --seconds each:
+and measures, one kind at a time with --clients client threads for --seconds each:
 
 - the trivial page (`/`, a template without a query: the yardstick) and a static file (WhiteNoise);
 - the trial page of each part (zero-, one-, two-shot; a reload: the page a participant sees, read-only);
@@ -73,12 +73,15 @@ PARTS = ("zero-shot", "one-shot", "two-shot")
 STATIC_FILE = "/static/studyapp/site.css"
 
 
-# A small keep-alive HTTP client: one connection and one cookie jar per simulated browser
+# A small HTTP client: one connection and one cookie jar per simulated browser
 
 
 class Browser:
-    """One participant's browser on one keep-alive connection. Every cookie of the app applies under
-    /s/<study>/ and the benchmark only asks there (or for /), so cookies are kept by name."""
+    """One participant's browser: a keep-alive connection, or a new connection per request (KEEP_ALIVE).
+    Every cookie of the app applies under /s/<study>/ and the benchmark only asks there (or for /), so
+    cookies are kept by name."""
+
+    KEEP_ALIVE = True  # set once from --connection, before any request
 
     def __init__(self, port: int):
         self.port = port
@@ -87,6 +90,8 @@ class Browser:
 
     def request(self, method: str, path: str, form: dict | None = None) -> tuple[int, str, bytes]:
         headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
+        if not self.KEEP_ALIVE:
+            headers["Connection"] = "close"
         body = None
         if form is not None:
             body = urlencode(form).encode()
@@ -96,6 +101,8 @@ class Browser:
                 self.conn.request(method, path, body=body, headers=headers)
                 response = self.conn.getresponse()
                 data = response.read()
+                if not self.KEEP_ALIVE:
+                    self.conn.close()  # the next request opens a new connection, as http.client does by itself
                 break
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.CannotSendRequest):
                 # The server closed an idle keep-alive connection (between windows): reconnect once. Answers
@@ -592,6 +599,7 @@ def build_world(args, var_dir: Path):
 
 
 def run(args) -> dict:
+    Browser.KEEP_ALIVE = args.connection == "keep-alive"
     var_dir = Path(tempfile.mkdtemp(prefix=f"humanclip-bench-{args.db}-", dir="/tmp"))
     cluster = None
     try:
@@ -622,7 +630,7 @@ def run(args) -> dict:
                                                 cluster=cluster)
                 rounds.append(this)
         summary = summarise(rounds, queries)
-        return {"db": args.db, "clients": args.clients, "workers": args.workers, "threads": args.threads,
+        return {"db": args.db, "connection": args.connection, "clients": args.clients, "workers": args.workers, "threads": args.threads,
                 "seconds": args.seconds, "rounds": args.rounds, "loadavg_1min": [min(load), max(load)],
                 "summary": summary, "raw": rounds, "queries": queries}
     finally:
@@ -661,7 +669,8 @@ def format_result(r: dict) -> str:
             top = ", ".join(f"{c} {share:.0%}" for c, share in p["split"].items() if share >= 0.02)
             lines.append(f"{kind}: {p['ms']:.2f} ms ({p['profiled_ms']:.2f} ms profiled): {top}")
         return "\n".join(lines)
-    lines = [f"== {r['db']}: gunicorn {r['workers']}x{r['threads']}, {r['clients']} keep-alive client threads, "
+    lines = [f"== {r['db']}: gunicorn {r['workers']}x{r['threads']}, {r['clients']} client threads, "
+             f"connection: {r.get('connection', 'keep-alive')}, "
              f"{r['rounds']} rounds x {r['seconds']:.0f} s per kind; 1-min load average {r['loadavg_1min'][0]:.1f}"
              f"-{r['loadavg_1min'][1]:.1f}",
              f"{'request':<26}{'req/s':>8}{'(range)':>14}{'ratio':>7}{'(range)':>13}{'p50 ms':>8}"
@@ -683,7 +692,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--clients", type=int, default=8, help="client threads, one keep-alive connection each")
+    parser.add_argument("--clients", type=int, default=8, help="client threads (simulated browsers at once)")
+    parser.add_argument("--connection", choices=("new", "keep-alive"), default="new",
+                        help="a new TCP connection per request (what a participant's browser opens after a pause "
+                             "longer than gunicorn's 2 s keep-alive; the issue's measurement) or one kept per client")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per kind and round")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each window")
     parser.add_argument("--rounds", type=int, default=3, help="every kind this many times, interleaved")

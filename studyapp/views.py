@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from studyapp.forms import AnswerForm, ConsentForm, JoinLinkForm, consent_token
-from studyapp.fragments import trial_fragments
+from studyapp.fragments import trial_page_html
 from studyapp.models import Assignment, Participant, Study
 from studyapp.selectors.hot_reads import ImageViewer, image_viewer_get, participant_trial_get, trial_image_path
 from studyapp.selectors.participants import (
@@ -273,10 +273,8 @@ def trial(request, study_code, assignment_code):
         if assignment.status == Assignment.Status.EXPIRED:
             messages.info(request, _("That image timed out and went to someone else. Here is the next one."))
         return redirect("studyapp:next", study_code=study.code)
-    page = trial_page(assignment=shown)
-    context = {"study": study, "assignment": shown, "page": page,
-               "fragments": trial_fragments(study=study, condition_id=shown.condition_id, page=page)}
-    return render(request, "studyapp/trial.html", context)
+    return HttpResponse(trial_page_html(request=request, study=study, assignment=shown,
+                                        page=trial_page(assignment=shown)))
 
 
 def _answer(request, study: Study, assignment: Assignment):

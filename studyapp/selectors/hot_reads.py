@@ -13,6 +13,7 @@ nothing at all.
 """
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db import connection as default_connection
@@ -24,10 +25,11 @@ from studyapp.models import Assignment, Condition, Item, Participant, Study
 class _Table:
     """One model's concrete columns in a SELECT under an alias, and the instances built back from them."""
 
-    def __init__(self, model: type[models.Model], alias: str):
+    def __init__(self, model: type[models.Model], alias: str, only: tuple[str, ...] = ()):
         self.model = model
         self.alias = alias
-        self.fields = model._meta.concrete_fields
+        # `only`: these fields (in the model's order); the others load on first use, one query each.
+        self.fields = [f for f in model._meta.concrete_fields if not only or f.attname in only]
         self.attnames = [f.attname for f in self.fields]
         self._converters: dict[str, list] = {}
 
@@ -71,15 +73,16 @@ def _partial(model: type[models.Model], connection, **values) -> models.Model:
     return model.from_db(connection.alias, names, [values[name] for name in names])
 
 
-def _as_uuid(value) -> uuid.UUID | None:
+def as_uuid(value) -> uuid.UUID | None:
     try:
         return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
     except (ValueError, TypeError, AttributeError):
         return None
 
 
+# The trial page needs of its item only the photo's size: its file name, content hash and label stay in the database.
 _A, _P, _S, _C, _I = (_Table(Assignment, "a"), _Table(Participant, "p"), _Table(Study, "s"), _Table(Condition, "c"),
-                      _Table(Item, "i"))
+                      _Table(Item, "i", only=("id", "width", "height")))
 _sql: dict[tuple[str, str], str] = {}  # (statement, vendor) -> SQL
 
 
@@ -111,7 +114,7 @@ def _statement(name: str, connection) -> str:
 
 
 def _owner_params(*, study_code, participant_code, code, connection) -> list | None:
-    study_code, participant_code, code = _as_uuid(study_code), _as_uuid(participant_code), _as_uuid(code)
+    study_code, participant_code, code = as_uuid(study_code), as_uuid(participant_code), as_uuid(code)
     if study_code is None or participant_code is None or code is None:
         return None
     return [_uuid(Assignment, "code", code, connection), _uuid(Participant, "code", participant_code, connection),
@@ -168,7 +171,7 @@ class ImageViewer:
 def image_viewer_get(*, study_code, code, connection=default_connection) -> ImageViewer | None:
     """The participant with that code in the study with that public code, as they are now; None for a stranger
     or someone who left (no more images)."""
-    study_code, participant_code = _as_uuid(study_code), _as_uuid(code)
+    study_code, participant_code = as_uuid(study_code), as_uuid(code)
     if study_code is None or participant_code is None:
         return None
     with connection.cursor() as cursor:
@@ -183,27 +186,25 @@ def image_viewer_get(*, study_code, code, connection=default_connection) -> Imag
                        phases_entered=phases_entered)
 
 
-def participant_trials_brief(*, participant_id: int, connection=default_connection) -> list[tuple[int, str, int, uuid.UUID]]:
+def participant_trials_brief(*, participant_id: int, connection=default_connection) -> list[tuple]:
     """(condition id, status, position, code) of each of the participant's trials that did not expire unclaimed:
-    the trial page's progress and the next trial, whose photo it prefetches."""
+    the trial page's progress and the next trial, whose photo it prefetches. The code as the database returns
+    it (a UUID, or its hex on SQLite): as_uuid() the one you need."""
     with connection.cursor() as cursor:
         cursor.execute(_statement("trials", connection), [participant_id, Assignment.Status.EXPIRED])
-        rows = cursor.fetchall()
-    return [(condition_id, status, position, _as_uuid(code)) for condition_id, status, position, code in rows]
+        return cursor.fetchall()
 
 
 def participant_open_trials(*, participant: Participant, condition: Condition,
-                            connection=default_connection) -> list[Assignment]:
+                            connection=default_connection) -> Iterator[Assignment]:
     """The participant's unanswered trials of a part in the order shown, as instances holding only id, code,
     status and position (the rest loads on first use, one query): the next trial's redirect needs its code."""
     with connection.cursor() as cursor:
         cursor.execute(_statement("open_trials", connection),
                        [participant.pk, condition.pk, Assignment.Status.ANSWERED])
         rows = cursor.fetchall()
-    out = []
-    for pk, code, status, position in rows:
+    for pk, code, status, position in rows:  # built as the caller goes: it usually stops at the first
         trial = _partial(Assignment, connection, id=pk, participant_id=participant.pk, condition_id=condition.pk,
-                         code=_as_uuid(code), status=status, position=position)
+                         code=as_uuid(code), status=status, position=position)
         trial.participant, trial.condition = participant, condition
-        out.append(trial)
-    return out
+        yield trial

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from studyapp.models import Assignment, Condition, Item, Participant, ShotExample, Study
-from studyapp.selectors.hot_reads import ImageViewer, participant_trials_brief
+from studyapp.selectors.hot_reads import ImageViewer, as_uuid, participant_trials_brief
 from studyapp.selectors.study_cache import Choice, example_target, study_frozen
 
 
@@ -144,7 +144,7 @@ def _progress_and_next(*, participant: Participant, condition: Condition,
     conditions = participant_conditions(participant=participant)
     study = participant.study
     counts: dict[int, list[int]] = {}
-    following: list[tuple[int, uuid.UUID]] = []
+    following: list[tuple] = []
     # An expired trial that was never re-claimed is not part of the participant's work.
     for condition_id, status, position, code in participant_trials_brief(participant_id=participant.pk):
         total_answered = counts.setdefault(condition_id, [0, 0])
@@ -163,7 +163,7 @@ def _progress_and_next(*, participant: Participant, condition: Condition,
         trial_count=total,
         answered=sum(a for _, a in counts.values()),
         planned=sum(t for t, _ in counts.values()) + not_entered * per_phase_estimate,
-    ), (min(following)[1] if following else None)
+    ), (as_uuid(min(following)[1]) if following else None)
 
 
 # Practice: images of the shot split that are not shot examples, drawn with the study's seed, shown with feedback
