@@ -622,6 +622,8 @@ def run(args) -> dict:
             for _ in range(args.rounds):
                 this: dict[str, dict] = {}
                 for kind, call in KINDS.items():
+                    if args.only and kind != TRIVIAL and not any(w in kind for w in args.only.split(",")):
+                        continue
                     if kind in ANSWER_KINDS:
                         rate = max(guess, 1.5 * max((r[kind]["per_s"] for r in rounds), default=guess))
                         _top_up(states, answers_each=int(rate * (args.seconds + args.warmup) / args.clients) + 5)
@@ -645,7 +647,7 @@ def run(args) -> dict:
 
 def summarise(rounds: list[dict[str, dict]], queries: dict[str, int]) -> dict[str, dict]:
     out = {}
-    for kind in KINDS:
+    for kind in rounds[0]:
         per_s = [r[kind]["per_s"] for r in rounds]
         ratio = [r[kind]["per_s"] / r[TRIVIAL]["per_s"] for r in rounds]
         out[kind] = {
@@ -701,6 +703,8 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="every kind this many times, interleaved")
     parser.add_argument("--workers", type=int, default=3, help="gunicorn workers (./run demo: 3)")
     parser.add_argument("--threads", type=int, default=2, help="threads per worker (./run demo: 2)")
+    parser.add_argument("--only", default="", help="measure only the kinds whose name contains one of these "
+                                                   "comma-separated words (the trivial page always runs)")
     parser.add_argument("--profile", action="store_true", help="profile in-process instead (no gunicorn)")
     parser.add_argument("--profile-repeats", type=int, default=200)
     parser.add_argument("--keep", action="store_true", help="keep the /tmp folder (logs, database)")

@@ -93,17 +93,22 @@ def _allocate(*, participant: Participant, condition: Condition) -> None:
     if study.status != Study.Status.OPEN:
         return
     k = study.k_per_item
-    used_slots: dict[int, set[int]] = {}
-    for item_id, slot in Assignment.objects.filter(condition=condition, is_attention_check=False).exclude(
-        status=Assignment.Status.EXPIRED
-    ).values_list("item_id", "slot"):
-        used_slots.setdefault(item_id, set()).add(slot)
+    live = Assignment.objects.filter(condition=condition, is_attention_check=False).exclude(
+        status=Assignment.Status.EXPIRED).order_by()
+    # Places taken per item, counted by the database: a live test trial holds one slot of its item (a constraint),
+    # so this is each item's number of used slots, read as one row per item rather than one per trial.
+    fill = dict(live.values("item_id").annotate(n=Count("id")).values_list("item_id", "n"))
     rng = random.Random(f"{participant.seed}:{condition.shots}")
     choice = items_choose(
         candidates=sorted(study.study_items.values_list("item_id", flat=True)),
-        fill={item_id: len(slots) for item_id, slots in used_slots.items()},
+        fill=fill,
         seen=_items_seen(participant=participant, condition=condition), k=k, n=study.items_per_participant, rng=rng,
     )
+    # Which slots are used, only for the items chosen: the batch takes its slots there (spares are claimed slot by
+    # slot if ever needed; a collision moves a claim on to the next slot).
+    used_slots: dict[int, set[int]] = {}
+    for item_id, slot in live.filter(item_id__in=choice.chosen).values_list("item_id", "slot"):
+        used_slots.setdefault(item_id, set()).add(slot)
     n_test = len(choice.chosen)
     minimum = checks_minimum_per_part(study=study)
     check_items = _attention_check_items(participant=participant, n=_check_count(n_test, study, rng, minimum=minimum),
