@@ -590,11 +590,8 @@ def build_world(args, var_dir: Path):
     import django
 
     django.setup()
-    from django.core.management import call_command
-
     # k far above what the run needs: the benchmark measures requests, not a study filling up.
     study = _setup_study(participants=1, per_condition=PER_CONDITION, k=1000)
-    call_command("collectstatic", "--noinput", verbosity=0)
     return cluster, env, study
 
 

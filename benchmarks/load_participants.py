@@ -61,7 +61,7 @@ from urllib.parse import quote, urlencode, urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from studyapp.pages import CHOICE, CSRF, ENROL, EXAMPLE_IMAGE, TRIAL_IMAGE, TRIAL_PATH  # noqa: E402
+from studyapp.pages import CHOICE, CSRF, ENROL, EXAMPLE_IMAGE, NEXT_IMAGE, STATIC, TRIAL_IMAGE, TRIAL_PATH  # noqa: E402
 
 BIN = Path(sys.executable).parent  # gunicorn is installed beside the venv's python
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -229,6 +229,8 @@ class PgCluster:
 def request_kind(method: str, path: str) -> str:
     """Which latency bucket a request belongs to."""
     path = urlsplit(path).path
+    if path.startswith("/static/"):
+        return "static"
     if TRIAL_PATH.match(path):
         return "answer" if method == "POST" else "trial"
     for suffix, kind in (("/image", "image"), ("/join", "join"), ("/instructions", "instructions"), ("/next", "next"),
@@ -246,6 +248,7 @@ class Recorder:
         self._lock = threading.Lock()
         self.latency: dict[str, list[float]] = defaultdict(list)
         self.statuses: dict[int, int] = defaultdict(int)
+        self.cache_hits: dict[str, int] = defaultdict(int)  # subresources the browser did not ask for again
         self.retries = 0
         self.connection_errors = 0
 
@@ -253,6 +256,10 @@ class Recorder:
         with self._lock:
             self.latency[kind].append(seconds)
             self.statuses[status] += 1
+
+    def hit(self, kind: str) -> None:
+        with self._lock:
+            self.cache_hits[kind] += 1
 
     def retried(self, *, connection_error: bool) -> None:
         with self._lock:
@@ -288,12 +295,14 @@ class ParticipantBrowser:
         self.timeout = timeout
         self.jar = http.cookiejar.CookieJar()
         self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect())
+        # The browser's HTTP cache for subresources (fetch()): path -> (fresh until, ETag, Last-Modified).
+        self.cache: dict[str, tuple[float, str, str]] = {}
 
-    def _once(self, method: str, path: str, data: dict | None) -> Page:
+    def _once(self, method: str, path: str, data: dict | None, headers: dict | None = None) -> Page:
         body = urlencode(data).encode() if data is not None else None
         # A same-origin Referer, as a browser sends it (Django's CSRF check wants it on HTTPS).
         request = urllib.request.Request(self.base + path, data=body, method=method,
-                                         headers={"Referer": self.base + path})
+                                         headers={"Referer": self.base + path, **(headers or {})})
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
                 status, headers, raw = response.status, response.headers, response.read()
@@ -304,12 +313,12 @@ class ParticipantBrowser:
                     location=(location.path + (f"?{location.query}" if location.query else "")) if location else "",
                     headers=dict(headers.items()))
 
-    def request(self, method: str, path: str, data: dict | None = None) -> Page:
+    def request(self, method: str, path: str, data: dict | None = None, headers: dict | None = None) -> Page:
         kind = request_kind(method, path)
         for attempt in range(self.retries + 1):
             started = time.perf_counter()
             try:
-                page = self._once(method, path, data)
+                page = self._once(method, path, data, headers)
             except (OSError, http.client.HTTPException) as exc:  # reset, refused, timeout, torn response
                 if attempt == self.retries:
                     raise ConnectionError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
@@ -330,6 +339,30 @@ class ParticipantBrowser:
     def post(self, path: str, data: dict) -> Page:
         return self.request("POST", path, data)
 
+    def fetch(self, path: str) -> int:
+        """A subresource (image, stylesheet, script) as a browser loads it: from its cache while the response's
+        Cache-Control max-age lasts (no request at all), then revalidated with If-None-Match / If-Modified-Since
+        where the server gave a validator (304: fresh again). `no-store` (or no max-age) is never kept.
+        Returns the HTTP status, 200 for a cache hit."""
+        now = time.monotonic()
+        cached = self.cache.get(path)
+        if cached is not None and now < cached[0]:
+            self.recorder.hit(request_kind("GET", path))
+            return 200
+        conditional = {}
+        if cached is not None:
+            conditional = {k: v for k, v in (("If-None-Match", cached[1]), ("If-Modified-Since", cached[2])) if v}
+        page = self.request("GET", path, headers=conditional)
+        if page.status in (200, 304):
+            max_age = _max_age(page.headers.get("Cache-Control", ""))
+            if max_age:
+                etag = page.headers.get("ETag", cached[1] if cached and page.status == 304 else "")
+                modified = page.headers.get("Last-Modified", cached[2] if cached and page.status == 304 else "")
+                self.cache[path] = (time.monotonic() + max_age, etag, modified)
+            else:
+                self.cache.pop(path, None)
+        return page.status
+
     def follow(self, page: Page, *, limit: int = 10) -> Page:
         """GET redirect targets until a page with a body."""
         for _ in range(limit):
@@ -337,6 +370,20 @@ class ParticipantBrowser:
                 return page
             page = self.get(page.location)
         raise RuntimeError(f"too many redirects from {page.path}")
+
+
+def _max_age(cache_control: str) -> int:
+    """Seconds a browser may reuse the response without asking (0: never: no-store, no-cache or no max-age)."""
+    directives = {}
+    for part in cache_control.split(","):
+        name, _, value = part.strip().partition("=")
+        directives[name.lower()] = value
+    if "no-store" in directives or "no-cache" in directives:
+        return 0
+    try:
+        return max(0, int(directives.get("max-age", "0")))
+    except ValueError:
+        return 0
 
 
 def _is_text(headers) -> bool:
@@ -357,23 +404,36 @@ class ParticipantLog:
 
 def participant_flow(browser: ParticipantBrowser, *, study_code: str, rng: random.Random, think_ms: float = 0.0,
                      deadline: float = math.inf, examples: bool = True, log: ParticipantLog | None = None,
-                     on_answer=None) -> ParticipantLog:
+                     on_answer=None, browser_like: bool = False) -> ParticipantLog:
     """Join, consent, start, answer every trial (a random offered choice), end on done/full.
 
     think_ms: median of a log-normal pause before each answer (0: none). on_answer(log) is called
     after each confirmed answer (fault tests use it to strike mid-run).
+
+    Each trial page's photo and (examples=True) its examples are fetched. browser_like: everything a page
+    loads goes through the browser's cache (fetch(): stylesheet and scripts too, each once while fresh), and
+    the next trial's photo is prefetched as trial.js does once the clock runs, so the next page finds it in the
+    cache. Without it (the fault tests) every trial's photo is asked for and examples once per run.
     """
     prefix = f"/s/{study_code}/"
     log = log or ParticipantLog(external_id=f"load-{uuid.UUID(int=rng.getrandbits(128), version=4)}")
     join = f"{prefix}join?{urlencode({'pid': log.external_id})}"
+
+    def load(page: Page) -> None:  # what the page itself loads: its stylesheet and scripts
+        if browser_like:
+            for url in STATIC.findall(page.html):
+                _expect_fetched(browser.fetch(url), url)
+
     try:
         page = browser.get(join)
         if page.status == 200:
             _expect(page, 200, "the consent page", ENROL)
+            load(page)
             page = browser.post(join, {"csrfmiddlewaretoken": CSRF.search(page.html)[1],
                                        "enrol": ENROL.search(page.html)[1], "decision": "accept"})
         page = browser.follow(page)  # a participant who is already enrolled is sent on to where they are
         fetched_examples: set[str] = set()
+        load(page)
         while True:
             if page.path in (prefix + "instructions", prefix + "next"):
                 # Start, or the "continue" page a GET shows when the next step needs a POST.
@@ -385,14 +445,23 @@ def participant_flow(browser: ParticipantBrowser, *, study_code: str, rng: rando
             if match is None:
                 break
             _expect(page, 200, "a trial page", CSRF)
+            load(page)
             image = TRIAL_IMAGE.search(page.html)
-            if image:
+            if image and browser_like:
+                _expect_fetched(browser.fetch(image[1]), "the trial image")  # prefetched while the last one ran
+            elif image:
                 _expect(browser.get(image[1]), 200, "the trial image")
             if examples:
                 for url in EXAMPLE_IMAGE.findall(page.html):
-                    if url not in fetched_examples:  # a browser keeps them (Cache-Control: private, max-age)
+                    if browser_like:
+                        _expect_fetched(browser.fetch(url), "a shot example")
+                    elif url not in fetched_examples:  # a browser keeps them (Cache-Control: private, max-age)
                         fetched_examples.add(url)
                         _expect(browser.get(url), 200, "a shot example")
+            following = NEXT_IMAGE.search(page.html)
+            if following and browser_like:
+                # trial.js asks for the next trial's photo once this trial's images are decoded and its clock runs.
+                _expect_fetched(browser.fetch(following[1]), "the next trial's photo")
             if time.monotonic() >= deadline:
                 log.outcome = "stopped"
                 return log
@@ -415,6 +484,7 @@ def participant_flow(browser: ParticipantBrowser, *, study_code: str, rng: rando
             if on_answer:
                 on_answer(log)
             page = browser.follow(posted)
+        load(page)
         if page.path == prefix + "done" and page.status == 200:
             log.outcome = "done"
         elif page.path == prefix + "full" and page.status == 200:
@@ -425,6 +495,11 @@ def participant_flow(browser: ParticipantBrowser, *, study_code: str, rng: rando
         log.outcome = "error"
         log.error = f"{log.external_id}: {type(exc).__name__}: {exc}"
     return log
+
+
+def _expect_fetched(status: int, what: str) -> None:
+    if status not in (200, 304):
+        raise RuntimeError(f"expected {what}, got HTTP {status}")
 
 
 def _expect(page: Page, status: int, what: str, pattern: re.Pattern | None = None) -> None:
@@ -513,6 +588,7 @@ def _setup_study(*, participants: int, per_condition: int, k: int | None):
 
     call_command("migrate", verbosity=0)
     call_command("createcachetable", verbosity=0)
+    call_command("collectstatic", "--noinput", verbosity=0)  # WhiteNoise serves the pages' stylesheet and scripts
     if (SHARED_DATA / "oxford_pets").is_dir():
         from studyapp.services.demo import demo_setup
 
@@ -578,7 +654,7 @@ def run_one(args) -> dict:
                 time.sleep(rng.uniform(0, args.ramp_seconds))  # participants arrive spread out, not in one instant
                 browser = ParticipantBrowser(base_url=server.url, recorder=recorder, retries=args.retries)
                 return participant_flow(browser, study_code=str(study.code), rng=rng, think_ms=args.think_ms,
-                                        deadline=deadline, examples=not args.no_examples)
+                                        deadline=deadline, examples=not args.no_examples, browser_like=True)
 
             cpu_before = _cpu_snapshot(server, cluster)
             load_started = time.perf_counter()
@@ -604,6 +680,7 @@ def run_one(args) -> dict:
             "errors": [log.error for log in logs if log.error][:20],
             "http_errors": {s: n for s, n in recorder.statuses.items() if s >= 400},
             "retries": recorder.retries, "kinds": kinds, "server_kinds": server_side,
+            "cache_hits": dict(recorder.cache_hits),
             "cpu_s": cpu, "cpu_share": {name: v / (seconds * os.cpu_count()) for name, v in cpu.items()},
             "checks": {name: len(found) for name, found in problems.items()},
             "check_examples": {name: [str(x) for x in found[:5]] for name, found in problems.items() if found},
@@ -649,6 +726,8 @@ def format_result(r: dict) -> str:
              f"({r['requests_per_s']:.0f} requests/s); outcomes {r['outcomes']}; retries {r['retries']}; "
              f"HTTP errors {r['http_errors'] or 0}",
              "CPU share of the machine: " + ", ".join(f"{n} {v:.0%}" for n, v in r["cpu_share"].items()),
+             "served from the browser's cache (not asked for): "
+             + (", ".join(f"{kind} {n}" for kind, n in sorted(r.get("cache_hits", {}).items())) or "nothing"),
              f"{'':<13}{'':>7}{'client-observed':^27}{'server-side (gunicorn)':^27}",
              f"{'request':<13}{'n':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"]
     for kind, k in r["kinds"].items():
