@@ -26,7 +26,7 @@ connection health check's `SELECT 1` of each request that queries, and BEGIN/COM
 --profile runs each kind in-process under cProfile instead and splits its time by where it is spent
 (database, ORM, templates, URLs, i18n, signing, middleware, file reads; a builtin counts where it was
 called from). Absolute times under a profiler are inflated, Python-heavy code more than C; the shares are
-what it is for, with the unprofiled in-process ms beside them.
+what it is for, with the unprofiled in-process CPU ms beside them.
 
 Nothing here is a test: speed goals are checked by reading this script's output (docs/load.md).
 To measure another checkout (e.g. before a change) copy this file and load_participants.py into its
@@ -512,7 +512,8 @@ def profile_breakdown(stats: pstats.Stats) -> dict[str, float]:
 
 
 def profile_kinds(*, study_code: str, repeats: int) -> dict[str, dict]:
-    """Each kind in-process: unprofiled ms per request (median of 3 batches), then the profiled split."""
+    """Each kind in-process: unprofiled CPU ms per request (median of 3 batches, Django's test client included),
+    then the profiled split (the test client left out)."""
     from django.test import Client
 
     def client_at(part: int) -> tuple[Client, str, str]:
@@ -527,22 +528,20 @@ def profile_kinds(*, study_code: str, repeats: int) -> dict[str, dict]:
 
     home = Client(HTTP_HOST=LOOPBACK)
     at = [client_at(part) for part in range(3)]
-    answering: list[tuple] = []
+    # Participants to answer with, joined before anything is timed: each answers a whole study (3 parts).
+    answering = [[client, trial] for client, trial, _ in
+                 (client_at(0) for _ in range(2 * (5 * repeats // (3 * PER_CONDITION) + 2)))]
 
     def answer_one(follow: bool):
         def run():
-            if not answering or answering[0][2] <= 0:
-                client, trial, _ = client_at(0)
-                answering[:] = [[client, trial, 3 * PER_CONDITION - 1]]
             state = answering[0]
             response = state[0].post(state[1], {"choice": "0", "rt_client_ms": "900"})
-            state[2] -= 1
             if TRIAL_PATH.match(response.url):
                 state[1] = response.url
                 if follow:
                     state[0].get(response.url)
             else:
-                state[2] = 0
+                answering.pop(0)  # done: the next one takes over
         return run
 
     examples = EXAMPLE_IMAGE.findall(at[2][2])
@@ -561,10 +560,11 @@ def profile_kinds(*, study_code: str, repeats: int) -> dict[str, dict]:
         call()
         batches = []
         for _ in range(3):
-            started = time.perf_counter()
+            # CPU time of this thread, not the wall clock: other jobs on a shared machine barely move it.
+            started = time.thread_time()
             for _ in range(repeats):
                 call()
-            batches.append(1000 * (time.perf_counter() - started) / repeats)
+            batches.append(1000 * (time.thread_time() - started) / repeats)
         profiler = cProfile.Profile()
         profiler.enable()
         for _ in range(repeats):
@@ -663,10 +663,11 @@ def summarise(rounds: list[dict[str, dict]], queries: dict[str, int]) -> dict[st
 
 def format_result(r: dict) -> str:
     if "profile" in r:
-        lines = [f"== where the time goes, in-process ({r['db']}); shares of the profiled time"]
+        lines = [f"== where the time goes, in-process ({r['db']}): CPU ms per request (Django's test client "
+                 "included), then shares of the profiled time (test client left out)"]
         for kind, p in r["profile"].items():
             top = ", ".join(f"{c} {share:.0%}" for c, share in p["split"].items() if share >= 0.02)
-            lines.append(f"{kind}: {p['ms']:.2f} ms ({p['profiled_ms']:.2f} ms profiled): {top}")
+            lines.append(f"{kind}: {p['ms']:.2f} ms CPU ({p['profiled_ms']:.2f} ms profiled): {top}")
         return "\n".join(lines)
     lines = [f"== {r['db']}: gunicorn {r['workers']}x{r['threads']}, {r['clients']} client threads, "
              f"connection: {r.get('connection', 'keep-alive')}, "

@@ -3,7 +3,7 @@
 import re
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from studyapp.models import IDK, Assignment, Participant, Response, Study
@@ -62,28 +62,65 @@ def response_submit(*, assignment: Assignment, choice: str, rt_client_ms: int | 
     rt_server_ms = None
     if assignment.shown_at is not None:
         rt_server_ms = min(_MAX_RT_MS, max(0, int((now - assignment.shown_at).total_seconds() * 1000)))
+    response = Response(
+        assignment_id=assignment.pk, choice_id=label_id, is_idk=label_id is None,
+        rt_client_ms=_clamp(timings.rt_client_ms), rt_server_ms=rt_server_ms,
+        images_ready_ms=_clamp(timings.images_ready_ms), clock_start_ms=_clamp(timings.clock_start_ms),
+        blur_count=_clamp(timings.blur_count), hidden_ms=_clamp(timings.hidden_ms), created_at=now,
+    )
     try:
         with transaction.atomic():
             # Claim the trial with a conditional update: the usual case is one statement. It takes the row's
             # lock, so a concurrent duplicate (double click, retry) waits here until this transaction ends,
             # then finds the trial answered and returns the stored response below.
-            won = Assignment.objects.filter(pk=assignment.pk, status=Assignment.Status.RESERVED).update(
-                status=Assignment.Status.ANSWERED)
-            if not won:
+            if not _claim(assignment_id=assignment.pk):
                 refused = _claim_otherwise(assignment=assignment)
                 if isinstance(refused, SubmitOutcome):
                     return refused
-            response = Response.objects.create(
-                assignment_id=assignment.pk, choice_id=label_id, is_idk=label_id is None,
-                rt_client_ms=_clamp(timings.rt_client_ms), rt_server_ms=rt_server_ms,
-                images_ready_ms=_clamp(timings.images_ready_ms), clock_start_ms=_clamp(timings.clock_start_ms),
-                blur_count=_clamp(timings.blur_count), hidden_ms=_clamp(timings.hidden_ms),
-            )
+            _insert(response)
     except IntegrityError:
         # One response per trial is a constraint: whoever lost a race the lock did not order (none is known)
         # finds the stored answer. The whole transaction rolled back, so nothing of this attempt remains.
         return SubmitOutcome(Response.objects.get(assignment_id=assignment.pk))
     return SubmitOutcome(response, created=True)
+
+
+# The answer's two writes, as SQL written once per database from the models' table and column names, for the
+# reason the hot reads are (studyapp/selectors/hot_reads.py): building them with the ORM cost four times more
+# than running them (docs/load.md), and on SQLite that time was spent holding the database's write lock.
+_sql: dict[tuple[str, str], str] = {}
+_RESPONSE_FIELDS = [f for f in Response._meta.concrete_fields if not f.primary_key]
+
+
+def _statement(name: str) -> str:
+    key = (name, connection.vendor)
+    if key not in _sql:
+        q = connection.ops.quote_name
+        if name == "claim":
+            table = q(Assignment._meta.db_table)
+            _sql[key] = f"UPDATE {table} SET {q('status')} = %s WHERE {q('id')} = %s AND {q('status')} = %s"
+        else:
+            columns = ", ".join(q(f.column) for f in _RESPONSE_FIELDS)
+            returning = f" RETURNING {q('id')}" if connection.features.can_return_columns_from_insert else ""
+            _sql[key] = (f"INSERT INTO {q(Response._meta.db_table)} ({columns}) "
+                         f"VALUES ({', '.join(['%s'] * len(_RESPONSE_FIELDS))}){returning}")
+    return _sql[key]
+
+
+def _claim(*, assignment_id: int) -> bool:
+    """Reserved → answered, if it still is reserved."""
+    with connection.cursor() as cursor:
+        cursor.execute(_statement("claim"), [Assignment.Status.ANSWERED, assignment_id, Assignment.Status.RESERVED])
+        return cursor.rowcount == 1
+
+
+def _insert(response: Response) -> None:
+    """Store a new response (its fields prepared by the model's own fields, as Model.save() would)."""
+    values = [f.get_db_prep_save(getattr(response, f.attname), connection) for f in _RESPONSE_FIELDS]
+    with connection.cursor() as cursor:
+        cursor.execute(_statement("insert"), values)
+        response.pk = cursor.fetchone()[0] if connection.features.can_return_columns_from_insert else cursor.lastrowid
+    response._state.adding, response._state.db = False, connection.alias
 
 
 def _claim_otherwise(*, assignment: Assignment) -> SubmitOutcome | None:
