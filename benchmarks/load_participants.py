@@ -25,122 +25,44 @@ in a condition. The script prints one table per database; exit status 1 if any c
 Bounded: at most --participants participants, a hard --max-seconds per database (participants stop
 starting new trials at the deadline), 30 s per request. Loopback only.
 
-The module doubles as the harness of tests/faults (Gunicorn, ParticipantBrowser, participant_flow,
-verify_answers; PgCluster and free_port are tests/processes.py's): nothing here touches Django before main() or a caller has set it up.
+The participant's browser and the database check are tests/participant_client.py's; gunicorn, PgCluster and
+free_port are tests/processes.py's (the tests use them too): this script runs them at scale and reports.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import http.cookiejar
 import json
 import math
 import os
 import random
-import re
-import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from studyapp.pages import CHOICE, CSRF, ENROL, EXAMPLE_IMAGE, TRIAL_IMAGE, TRIAL_PATH  # noqa: E402
-from tests.processes import LOOPBACK, PgCluster, free_port  # noqa: E402
+from tests.participant_client import (  # noqa: E402
+    ParticipantBrowser,
+    ParticipantLog,
+    Recorder,
+    participant_flow,
+    request_kind,
+    verify_answers,
+)
+from tests.processes import Gunicorn, PgCluster, server_env  # noqa: E402
 
-BIN = Path(sys.executable).parent  # gunicorn is installed beside the venv's python
 SHARED_DATA = ROOT.parent / "shared" / "data"
-
-_RETRY_STATUS = {502, 503, 504}
-ACCESS_LOG_FORMAT = '%(m)s %(U)s %(s)s %(D)s'
 
 
 # Processes: gunicorn (free ports and the PostgreSQL cluster come from tests/processes.py)
-
-
-def wait_for_port(port: int, *, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex((LOOPBACK, port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {LOOPBACK}:{port} after {timeout:.0f} s")
-
-
-class Gunicorn:
-    """The web server as `./run demo` starts it (config.wsgi, gthread workers), on a free loopback port."""
-
-    def __init__(self, *, env: dict[str, str], log_dir: Path, workers: int = 3, threads: int = 2, port: int = 0,
-                 access_log: bool = True):
-        self.port = port or free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.error_log = log_dir / "web.log"
-        command = [str(BIN / "gunicorn"), "config.wsgi:application", "--bind", f"{LOOPBACK}:{self.port}",
-                   "--workers", str(workers), "--threads", str(threads), "--timeout", "60",
-                   "--graceful-timeout", "5", "--error-logfile", str(self.error_log)]
-        self.access_log = log_dir / "access.log" if access_log else None
-        if access_log:
-            # %(D)s: microseconds the worker spent on the request, the server's side of the latency.
-            command += ["--access-logfile", str(self.access_log), "--access-logformat", ACCESS_LOG_FORMAT]
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
-        self.workers = workers
-
-    def wait_ready(self, *, timeout: float = 60.0) -> None:
-        """Until every worker answers: the home page needs no database, so this measures boot only."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}; see {self.error_log}")
-            if len(self.worker_pids()) >= self.workers:
-                try:
-                    with urllib.request.urlopen(self.url + "/", timeout=5) as response:
-                        if response.status == 200:
-                            return
-                except (OSError, http.client.HTTPException):
-                    pass
-            time.sleep(0.1)
-        raise TimeoutError(f"gunicorn did not come up in {timeout:.0f} s; see {self.error_log}")
-
-    def worker_pids(self) -> list[int]:
-        try:
-            children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
-        except OSError:
-            return []
-        return [int(pid) for pid in children]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-
-    def __enter__(self) -> Gunicorn:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def process_cpu_seconds(pid: int, *, with_children: bool = True) -> float:
@@ -169,282 +91,11 @@ def tree_cpu_seconds(root: int) -> float:
 # A browser: cookies, CSRF, redirects followed by hand and timed per request kind, retries
 
 
-def request_kind(method: str, path: str) -> str:
-    """Which latency bucket a request belongs to."""
-    path = urlsplit(path).path
-    if TRIAL_PATH.match(path):
-        return "answer" if method == "POST" else "trial"
-    for suffix, kind in (("/image", "image"), ("/join", "join"), ("/instructions", "instructions"), ("/next", "next"),
-                         ("/done", "done"), ("/full", "full"), ("/declined", "declined")):
-        if path.endswith(suffix):
-            return ("consent" if kind == "join" else "start" if kind == "instructions" else kind) if method == "POST" \
-                else kind
-    return "example" if "/examples/" in path else "other"
-
-
-class Recorder:
-    """Latencies (seconds) per request kind, statuses, retries; shared by all participant threads."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.latency: dict[str, list[float]] = defaultdict(list)
-        self.statuses: dict[int, int] = defaultdict(int)
-        self.retries = 0
-        self.connection_errors = 0
-
-    def record(self, kind: str, seconds: float, status: int) -> None:
-        with self._lock:
-            self.latency[kind].append(seconds)
-            self.statuses[status] += 1
-
-    def retried(self, *, connection_error: bool) -> None:
-        with self._lock:
-            self.retries += 1
-            self.connection_errors += connection_error
-
-
-@dataclass
-class Page:
-    status: int
-    path: str
-    html: str = ""
-    location: str = ""
-    headers: dict = field(default_factory=dict)
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None  # hand the 3xx back: each hop is timed on its own
-
-
-class ParticipantBrowser:
-    """One participant's browser against a running server: own cookie jar, manual redirects, and a
-    retry of the same request after a dropped connection or a 502/503/504 — what a participant does
-    by clicking again. Answers are idempotent on the server, so a retried POST is stored once."""
-
-    def __init__(self, *, base_url: str, recorder: Recorder | None = None, retries: int = 0,
-                 retry_delay: float = 0.25, timeout: float = 30.0):
-        self.base = base_url.rstrip("/")
-        self.recorder = recorder or Recorder()
-        self.retries = retries
-        self.retry_delay = retry_delay
-        self.timeout = timeout
-        self.jar = http.cookiejar.CookieJar()
-        self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect())
-
-    def _once(self, method: str, path: str, data: dict | None) -> Page:
-        body = urlencode(data).encode() if data is not None else None
-        # A same-origin Referer, as a browser sends it (Django's CSRF check wants it on HTTPS).
-        request = urllib.request.Request(self.base + path, data=body, method=method,
-                                         headers={"Referer": self.base + path})
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                status, headers, raw = response.status, response.headers, response.read()
-        except urllib.error.HTTPError as exc:
-            status, headers, raw = exc.code, exc.headers, exc.read()
-        location = urlsplit(headers.get("Location", "")) if headers.get("Location") else None
-        return Page(status=status, path=path, html=raw.decode(errors="replace") if _is_text(headers) else "",
-                    location=(location.path + (f"?{location.query}" if location.query else "")) if location else "",
-                    headers=dict(headers.items()))
-
-    def request(self, method: str, path: str, data: dict | None = None) -> Page:
-        kind = request_kind(method, path)
-        for attempt in range(self.retries + 1):
-            started = time.perf_counter()
-            try:
-                page = self._once(method, path, data)
-            except (OSError, http.client.HTTPException) as exc:  # reset, refused, timeout, torn response
-                if attempt == self.retries:
-                    raise ConnectionError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-                self.recorder.retried(connection_error=True)
-                time.sleep(self.retry_delay * (attempt + 1))
-                continue
-            self.recorder.record(kind, time.perf_counter() - started, page.status)
-            if page.status in _RETRY_STATUS and attempt < self.retries:
-                self.recorder.retried(connection_error=False)
-                time.sleep(self.retry_delay * (attempt + 1))
-                continue
-            return page
-        raise AssertionError("unreachable")
-
-    def get(self, path: str) -> Page:
-        return self.request("GET", path)
-
-    def post(self, path: str, data: dict) -> Page:
-        return self.request("POST", path, data)
-
-    def follow(self, page: Page, *, limit: int = 10) -> Page:
-        """GET redirect targets until a page with a body."""
-        for _ in range(limit):
-            if page.status not in (301, 302, 303) or not page.location:
-                return page
-            page = self.get(page.location)
-        raise RuntimeError(f"too many redirects from {page.path}")
-
-
-def _is_text(headers) -> bool:
-    return headers.get("Content-Type", "").startswith(("text/", "application/json"))
-
-
-# One participant
-
-
-@dataclass
-class ParticipantLog:
-    external_id: str
-    submitted: list[tuple[str, str]] = field(default_factory=list)  # (assignment code, choice), server said 302
-    unconfirmed: list[tuple[str, str]] = field(default_factory=list)  # sent, no answer came back (may be stored)
-    outcome: str = ""  # done / full / stopped / error
-    error: str = ""
-
-
-def participant_flow(browser: ParticipantBrowser, *, study_code: str, rng: random.Random, think_ms: float = 0.0,
-                     deadline: float = math.inf, examples: bool = True, log: ParticipantLog | None = None,
-                     on_answer=None) -> ParticipantLog:
-    """Join, consent, start, answer every trial (a random offered choice), end on done/full.
-
-    think_ms: median of a log-normal pause before each answer (0: none). on_answer(log) is called
-    after each confirmed answer (fault tests use it to strike mid-run).
-    """
-    prefix = f"/s/{study_code}/"
-    log = log or ParticipantLog(external_id=f"load-{uuid.UUID(int=rng.getrandbits(128), version=4)}")
-    join = f"{prefix}join?{urlencode({'pid': log.external_id})}"
-    try:
-        page = browser.get(join)
-        if page.status == 200:
-            _expect(page, 200, "the consent page", ENROL)
-            page = browser.post(join, {"csrfmiddlewaretoken": CSRF.search(page.html)[1],
-                                       "enrol": ENROL.search(page.html)[1], "decision": "accept"})
-        page = browser.follow(page)  # a participant who is already enrolled is sent on to where they are
-        fetched_examples: set[str] = set()
-        while True:
-            if page.path in (prefix + "instructions", prefix + "next"):
-                # Start, or the "continue" page a GET shows when the next step needs a POST.
-                _expect(page, 200, "the instructions", CSRF)
-                page = browser.follow(browser.post(prefix + "instructions", {"csrfmiddlewaretoken": CSRF.search(page.html)[1]}))
-                if page.path in (prefix + "instructions", prefix + "next"):
-                    raise RuntimeError(f"stuck on {page.path} after a POST")
-            match = TRIAL_PATH.match(page.path)
-            if match is None:
-                break
-            _expect(page, 200, "a trial page", CSRF)
-            image = TRIAL_IMAGE.search(page.html)
-            if image:
-                _expect(browser.get(image[1]), 200, "the trial image")
-            if examples:
-                for url in EXAMPLE_IMAGE.findall(page.html):
-                    if url not in fetched_examples:  # a browser keeps them (Cache-Control: private, max-age)
-                        fetched_examples.add(url)
-                        _expect(browser.get(url), 200, "a shot example")
-            if time.monotonic() >= deadline:
-                log.outcome = "stopped"
-                return log
-            if think_ms:
-                time.sleep(min(rng.lognormvariate(math.log(think_ms / 1000), 0.4), 10 * think_ms / 1000))
-            choice = rng.choice(CHOICE.findall(page.html))
-            answer = (match[1], choice)
-            try:
-                # The fields trial.js sends with an answer (timings on the page's clock, attention).
-                posted = browser.post(page.path, {"csrfmiddlewaretoken": CSRF.search(page.html)[1], "choice": choice,
-                                                  "rt_client_ms": str(rng.randint(300, 9000)), "images_ready_ms": "120",
-                                                  "clock_start_ms": "136", "blur_count": "0", "hidden_ms": "0"})
-            except ConnectionError:
-                log.unconfirmed.append(answer)
-                raise
-            if posted.status != 302:
-                log.unconfirmed.append(answer)
-                raise RuntimeError(f"answer to {page.path}: HTTP {posted.status}")
-            log.submitted.append(answer)
-            if on_answer:
-                on_answer(log)
-            page = browser.follow(posted)
-        if page.path == prefix + "done" and page.status == 200:
-            log.outcome = "done"
-        elif page.path == prefix + "full" and page.status == 200:
-            log.outcome = "full"
-        else:
-            raise RuntimeError(f"ended on {page.path} (HTTP {page.status})")
-    except Exception as exc:  # one participant's failure is reported, not fatal to the run
-        log.outcome = "error"
-        log.error = f"{log.external_id}: {type(exc).__name__}: {exc}"
-    return log
-
-
-def _expect(page: Page, status: int, what: str, pattern: re.Pattern | None = None) -> None:
-    if page.status != status or (pattern is not None and not pattern.search(page.html)):
-        raise RuntimeError(f"expected {what}, got {page.path} (HTTP {page.status})")
-
-
-# Checks against the database (Django must be set up by the caller)
-
-
-def verify_answers(*, study, logs: list[ParticipantLog]) -> dict[str, list]:
-    """Everything that went wrong, by kind; every list empty means the run kept its promises."""
-    from django.db.models import Count, Q
-
-    from studyapp.models import Assignment, Response
-
-    stored = {
-        str(code): ("idk" if is_idk else str(index))
-        for code, is_idk, index in Response.objects.filter(assignment__condition__study=study).values_list(
-            "assignment__code", "is_idk", "choice__index")
-    }
-    per_assignment = Response.objects.filter(assignment__condition__study=study).values("assignment").annotate(
-        n=Count("id")).filter(n__gt=1)
-    submitted: dict[str, str] = {}
-    problems: dict[str, list] = {"lost": [], "doubled": list(per_assignment), "changed": [], "phantom": [],
-                                 "above_k": [], "repeats": [], "half_written": []}
-    for log in logs:
-        for code, choice in log.submitted:
-            if code in submitted:
-                problems["doubled"].append(("submitted twice by the client", code))
-            submitted[code] = choice
-            if code not in stored:
-                problems["lost"].append(code)
-            elif stored[code] != choice:
-                problems["changed"].append((code, choice, stored[code]))
-    maybe = {code for log in logs for code, _ in log.unconfirmed}
-    problems["phantom"] = sorted(set(stored) - set(submitted) - maybe)
-    k = study.k_per_item
-    live = Q(is_attention_check=False) & ~Q(status=Assignment.Status.EXPIRED)
-    for row in (Assignment.objects.filter(condition__study=study).values("condition", "item")
-                .annotate(live=Count("id", filter=live), answered=Count("response")).filter(
-                    Q(live__gt=k) | Q(answered__gt=k))):
-        problems["above_k"].append(row)
-    # An answer is two writes (the trial's status, the response row): both or neither.
-    trials = Assignment.objects.filter(condition__study=study)
-    problems["half_written"] = [str(code) for code in trials.filter(
-        Q(status=Assignment.Status.ANSWERED, response__isnull=True)
-        | (~Q(status=Assignment.Status.ANSWERED) & Q(response__isnull=False))).values_list("code", flat=True)]
-    problems["repeats"] = list(Assignment.objects.filter(condition__study=study).values("participant", "condition", "item")
-                               .annotate(n=Count("id")).filter(n__gt=1))
-    return problems
-
-
-# The benchmark itself
-
-
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
-
-
-def server_env(*, var_dir: Path, database_url: str, **extra: str) -> dict[str, str]:
-    """The environment of a server process (gunicorn, manage.py) of a throwaway world; `extra` wins."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "HTTPS", "DATABASE_URL", "MEDIA_ROOT")}
-    env.update({
-        "VAR_DIR": str(var_dir), "DATABASE_URL": database_url, "SECRET_KEY": secrets.token_urlsafe(50), "DEBUG": "0",
-        # Every participant comes from 127.0.0.1: lift the per-address join limit.
-        "STUDY_JOIN_RATE_PER_MINUTE": "1000000",
-        # A closed port: the participant flow must not need Redis, and any use of it fails loudly.
-        "REDIS_URL": f"redis://{LOOPBACK}:{free_port()}/0",
-        "LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-    })
-    env.update(extra)
-    return env
 
 
 def _setup_study(*, participants: int, per_condition: int, k: int | None):
@@ -456,6 +107,7 @@ def _setup_study(*, participants: int, per_condition: int, k: int | None):
 
     call_command("migrate", verbosity=0)
     call_command("createcachetable", verbosity=0)
+    call_command("collectstatic", "--noinput", verbosity=0)  # WhiteNoise serves the pages' stylesheet and scripts
     if (SHARED_DATA / "oxford_pets").is_dir():
         from studyapp.services.demo import demo_setup
 
@@ -521,7 +173,7 @@ def run_one(args) -> dict:
                 time.sleep(rng.uniform(0, args.ramp_seconds))  # participants arrive spread out, not in one instant
                 browser = ParticipantBrowser(base_url=server.url, recorder=recorder, retries=args.retries)
                 return participant_flow(browser, study_code=str(study.code), rng=rng, think_ms=args.think_ms,
-                                        deadline=deadline, examples=not args.no_examples)
+                                        deadline=deadline, examples=not args.no_examples, browser_like=True)
 
             cpu_before = _cpu_snapshot(server, cluster)
             load_started = time.perf_counter()
@@ -547,6 +199,7 @@ def run_one(args) -> dict:
             "errors": [log.error for log in logs if log.error][:20],
             "http_errors": {s: n for s, n in recorder.statuses.items() if s >= 400},
             "retries": recorder.retries, "kinds": kinds, "server_kinds": server_side,
+            "cache_hits": dict(recorder.cache_hits),
             "cpu_s": cpu, "cpu_share": {name: v / (seconds * os.cpu_count()) for name, v in cpu.items()},
             "checks": {name: len(found) for name, found in problems.items()},
             "check_examples": {name: [str(x) for x in found[:5]] for name, found in problems.items() if found},
@@ -592,6 +245,8 @@ def format_result(r: dict) -> str:
              f"({r['requests_per_s']:.0f} requests/s); outcomes {r['outcomes']}; retries {r['retries']}; "
              f"HTTP errors {r['http_errors'] or 0}",
              "CPU share of the machine: " + ", ".join(f"{n} {v:.0%}" for n, v in r["cpu_share"].items()),
+             "served from the browser's cache (not asked for): "
+             + (", ".join(f"{kind} {n}" for kind, n in sorted(r.get("cache_hits", {}).items())) or "nothing"),
              f"{'':<13}{'':>7}{'client-observed':^27}{'server-side (gunicorn)':^27}",
              f"{'request':<13}{'n':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"]
     for kind, k in r["kinds"].items():

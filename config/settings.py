@@ -110,6 +110,10 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 # Item images are never served from MEDIA_URL: participants get them through opaque,
 # ownership-checked views (studyapp.views), so no URL or filename can reveal a label.
 MEDIA_URL = "/media-not-served/"
+# Behind nginx or Caddy: the ownership-checked image views answer with an X-Accel-Redirect to this internal
+# prefix + the image's path under MEDIA_ROOT, and the proxy sends the file (docs/deploy.md). Empty: Python
+# sends the bytes (./run demo, no proxy).
+IMAGES_ACCEL_REDIRECT = env_str("IMAGES_ACCEL_REDIRECT", "")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

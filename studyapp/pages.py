@@ -12,3 +12,5 @@ CHOICE = re.compile(r'name="choice" value="([^"]+)"')
 TRIAL_IMAGE = re.compile(r'src="(/s/[0-9a-f-]{36}/t/[0-9a-f-]{36}/image)"')
 EXAMPLE_IMAGE = re.compile(r'src="(/s/[0-9a-f-]{36}/examples/[0-9a-f-]{36})"')
 TRIAL_PATH = re.compile(r"^/s/[0-9a-f-]{36}/t/([0-9a-f-]{36})$")
+NEXT_IMAGE = re.compile(r'data-next-image="(/s/[0-9a-f-]{36}/t/[0-9a-f-]{36}/image)"')  # prefetched by trial.js
+STATIC = re.compile(r'<(?:link rel="stylesheet" href|script src)="(/static/[^"]+)"')  # what the page loads

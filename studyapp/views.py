@@ -8,7 +8,7 @@ resumes a known id only with proof (studyapp.services.participants.identity).
 
 import secrets
 import uuid
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -18,20 +18,18 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from studyapp.forms import AnswerForm, ConsentForm, JoinLinkForm, consent_token
+from studyapp.fragments import trial_page_html
 from studyapp.models import Assignment, Participant, Study
+from studyapp.selectors.hot_reads import ImageViewer, image_viewer_get, participant_trial_get, trial_image_path
 from studyapp.selectors.participants import (
-    ImageViewer,
     NextStep,
     Step,
-    assignment_get_for_participant,
     example_image_path,
-    image_viewer_get,
     participant_get,
     participant_route,
     practice_trial,
     screen_fits,
     study_choices,
-    trial_image_path,
     trial_page,
     user_agent_is_phone,
 )
@@ -58,6 +56,7 @@ BROWSER_COOKIE = "studyapp_browser"
 # Trial photos may stay in the participant's own browser for a while (never in a shared cache): the page
 # prefetches the next trial's photo, which is only of use if the browser may keep it until then.
 _TRIAL_IMAGE_CACHE = "private, max-age=3600"
+_EXAMPLE_IMAGE_CACHE = "private, max-age=86400"
 
 
 def home(request):
@@ -90,13 +89,6 @@ def _bind(response, study: Study, participant: Participant):
         httponly=True, samesite="Lax",
     )
     return response
-
-
-def _require_participant(request, study: Study) -> Participant:
-    participant = _cookie_participant(request, study)
-    if participant is None:
-        raise Http404("no participant")
-    return participant
 
 
 def _image_viewer(request, study_code: uuid.UUID) -> ImageViewer:
@@ -247,9 +239,7 @@ def practice_image(request, study_code, number):
     current = practice_trial(study=study, number=number) if participant is not None else None
     if current is None or participant.consent != Participant.Consent.GIVEN or participant.withdrawn_at is not None:
         raise Http404("no such image")
-    response = HttpResponse(image_path(relative_path=current.item.image).read_bytes(), content_type="image/jpeg")
-    response["Cache-Control"] = _TRIAL_IMAGE_CACHE
-    return response
+    return _image(current.item.image, cache_control=_TRIAL_IMAGE_CACHE)
 
 
 @require_GET
@@ -266,12 +256,14 @@ def next_trial(request, study_code):
 
 @require_http_methods(["GET", "POST"])
 def trial(request, study_code, assignment_code):
-    study = _study(study_code)
-    participant = _require_participant(request, study)
-    try:
-        assignment = assignment_get_for_participant(participant=participant, code=assignment_code)
-    except Assignment.DoesNotExist:
-        raise Http404("no such trial") from None
+    # The trial with its participant, study, condition and item in one read, found only through the participant
+    # the cookie names in the study the URL names: another participant's trial looks like no trial at all.
+    assignment = participant_trial_get(study_code=study_code, participant_code=_cookie_code(request, study_code),
+                                       code=assignment_code)
+    if assignment is None:
+        raise Http404("no such trial")
+    participant = assignment.participant
+    study = participant.study
     if participant.withdrawn_at is not None:
         return redirect("studyapp:left", study_code=study.code)
     if request.method == "POST":
@@ -281,8 +273,8 @@ def trial(request, study_code, assignment_code):
         if assignment.status == Assignment.Status.EXPIRED:
             messages.info(request, _("That image timed out and went to someone else. Here is the next one."))
         return redirect("studyapp:next", study_code=study.code)
-    context = {"study": study, "assignment": shown, "page": trial_page(assignment=shown)}
-    return render(request, "studyapp/trial.html", context)
+    return HttpResponse(trial_page_html(request=request, study=study, assignment=shown,
+                                        page=trial_page(assignment=shown)))
 
 
 def _answer(request, study: Study, assignment: Assignment):
@@ -311,10 +303,7 @@ def trial_image(request, study_code, assignment_code):
                                      code=assignment_code)
     if relative_path is None:
         raise Http404("no such image")
-    # Bytes, not FileResponse: that would name the content-hashed file in Content-Disposition.
-    response = HttpResponse(image_path(relative_path=relative_path).read_bytes(), content_type="image/jpeg")
-    response["Cache-Control"] = _TRIAL_IMAGE_CACHE
-    return response
+    return _image(relative_path, cache_control=_TRIAL_IMAGE_CACHE)
 
 
 @require_GET
@@ -322,9 +311,22 @@ def example_image(request, study_code, example_code):
     relative_path = example_image_path(viewer=_image_viewer(request, study_code), code=example_code)
     if relative_path is None:
         raise Http404("no such example")
-    response = HttpResponse(image_path(relative_path=relative_path).read_bytes(), content_type="image/jpeg")
     # Labelled by design and the same on every trial page: let the browser keep them.
-    response["Cache-Control"] = "private, max-age=86400"
+    return _image(relative_path, cache_control=_EXAMPLE_IMAGE_CACHE)
+
+
+def _image(relative_path: str, *, cache_control: str) -> HttpResponse:
+    """An image the caller has checked the asker may see, under the opaque URL they asked for."""
+    if settings.IMAGES_ACCEL_REDIRECT:
+        # Behind nginx or Caddy (docs/deploy.md): the proxy sends the file itself from an internal location,
+        # so this process did only the owner check. The proxy consumes the header: the stored name (a content
+        # hash) never reaches the browser, which sees this response's other headers and the bytes.
+        response = HttpResponse(content_type="image/jpeg")
+        response["X-Accel-Redirect"] = settings.IMAGES_ACCEL_REDIRECT + quote(relative_path)
+    else:
+        # Bytes, not FileResponse: that would name the content-hashed file in Content-Disposition.
+        response = HttpResponse(image_path(relative_path=relative_path).read_bytes(), content_type="image/jpeg")
+    response["Cache-Control"] = cache_control
     return response
 
 

@@ -3,12 +3,12 @@
 import random
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
-from django.db.models import OuterRef, Subquery
-
-from studyapp.models import Assignment, ClassLabel, ClassNameTranslation, Condition, Item, Participant, ShotExample, Study
+from studyapp.models import Assignment, Condition, Item, Participant, ShotExample, Study
+from studyapp.selectors.hot_reads import ImageViewer, as_uuid, participant_trials_brief
+from studyapp.selectors.study_cache import Choice, example_target, study_frozen
 
 
 def participant_get(*, study: Study, code: str | uuid.UUID | None) -> Participant | None:
@@ -60,101 +60,37 @@ def participant_route(*, participant: Participant) -> NextStep:
     return NextStep(Step.CONTINUE)
 
 
-@dataclass(frozen=True)
-class ImageViewer:
-    """Who is asking for an example image, as they are now (read for every image: a participant moves on)."""
-
-    study_id: int
-    consent_given: bool
-    between: bool
-    condition_id: int | None
-    phases_entered: int
-
-
-# Examples are frozen once their study is open, so where each one belongs is cached per process: a trial
-# page pulls up to 74 of them (docs/load.md). Keys are random public codes; values hold no label. Cleared
-# when full, so memory stays bounded. Nothing about participants is cached: their state changes.
-_CACHE_LIMIT = 20_000
-_examples: dict[uuid.UUID, tuple[int, int, str, int]] = {}
-
-
-def image_viewer_get(*, study_code: uuid.UUID, code: str | uuid.UUID | None) -> ImageViewer | None:
-    """The participant with that code in the study with that public code, as they are now; None for a stranger."""
-    try:
-        participant_code = uuid.UUID(str(code))
-    except ValueError:
-        return None
-    row = (Participant.objects.filter(study__code=study_code, code=participant_code, withdrawn_at__isnull=True)
-           .values_list("study_id", "consent", "study__design", "condition_id", "phases_entered").first())
-    if row is None:
-        return None  # a stranger, or someone who left: no more images
-    study_id, consent, design, condition_id, phases_entered = row
-    return ImageViewer(study_id=study_id, consent_given=consent == Participant.Consent.GIVEN,
-                       between=design == Study.Design.BETWEEN, condition_id=condition_id,
-                       phases_entered=phases_entered)
-
-
-def trial_image_path(*, study_code: uuid.UUID, participant_code: str | uuid.UUID | None, code: uuid.UUID) -> str | None:
-    """The stored image of the asker's own trial; None for anyone else's (it must look like no trial at all)."""
-    try:
-        participant_code = uuid.UUID(str(participant_code))
-    except ValueError:
-        return None
-    return Assignment.objects.filter(
-        code=code, participant__code=participant_code, participant__study__code=study_code,
-        participant__withdrawn_at__isnull=True,
-    ).values_list("item__image", flat=True).first()
-
-
 def example_image_path(*, viewer: ImageViewer, code: uuid.UUID) -> str | None:
     """The stored image of a shot example of the part the viewer is in now, else None: examples of a
     later part (or of another condition) are not theirs to see yet, and an earlier part's are done with."""
-    target = _examples.get(code)
-    if target is None:
-        row = ShotExample.objects.filter(code=code).values_list(
-            "condition_id", "condition__study_id", "item__image", "condition__shots", "condition__study__status"
-        ).first()
-        if row is None:
-            return None
-        condition_id, study_id, image, shots, status = row
-        # Parts run in shot order: the example's part is 1 + the number of the study's conditions before it.
-        part = 1 + Condition.objects.filter(study_id=study_id, shots__lt=shots).count()
-        target = (condition_id, study_id, image, part)
-        if status != Study.Status.DRAFT:
-            if len(_examples) >= _CACHE_LIMIT:
-                _examples.clear()
-            _examples[code] = target
-    condition_id, study_id, image, part = target
-    if not viewer.consent_given or study_id != viewer.study_id:
+    target = example_target(code=code)
+    if target is None or not viewer.consent_given or target.study_id != viewer.study_id:
         return None
     if viewer.between:
-        current = viewer.phases_entered >= 1 and condition_id == viewer.condition_id
+        current = viewer.phases_entered >= 1 and target.condition_id == viewer.condition_id
     else:
-        current = part == viewer.phases_entered
-    return image if current else None
+        current = target.part == viewer.phases_entered
+    return target.image if current else None
 
 
 def participant_conditions(*, participant: Participant) -> list[Condition]:
-    """The participant's phases in order: one condition between subjects, all in shot order within."""
+    """The participant's phases in order: one condition between subjects, all in shot order within.
+
+    From the study's frozen data (no query once cached); fresh instances each time, tied to the
+    participant's own study object, so nothing shared between threads is ever changed."""
     if participant.consent != Participant.Consent.GIVEN:
         return []
-    if participant.study.design == Study.Design.BETWEEN:
-        return [participant.condition] if participant.condition_id else []
-    return list(Condition.objects.filter(study_id=participant.study_id).select_related("study").order_by("shots"))
-
-
-def assignment_get_for_participant(*, participant: Participant, code: uuid.UUID) -> Assignment:
-    """Raises Assignment.DoesNotExist for another participant's trial: it must look like no trial at all."""
-    assignment = Assignment.objects.select_related("condition__study", "item").get(participant=participant, code=code)
-    assignment.participant = participant  # known already: the trial page's progress needs no second fetch
-    return assignment
-
-
-@dataclass(frozen=True)
-class Choice:
-    value: str
-    name: str  # as this study shows it (translated where the study says so)
-    example_codes: list[uuid.UUID] = field(default_factory=list)  # shot conditions: the card's example photos
+    study = participant.study
+    conditions = study_frozen(study=study).conditions
+    if study.design == Study.Design.BETWEEN:
+        conditions = tuple(c for c in conditions if c[0] == participant.condition_id)
+    out = []
+    for condition_id, shots in conditions:
+        # `code` stays deferred: nothing on these paths reads it (it would cost a query, not a wrong value).
+        condition = Condition.from_db(None, ["id", "study_id", "shots"], [condition_id, study.pk, shots])
+        condition.study = study
+        out.append(condition)
+    return out
 
 
 @dataclass(frozen=True)
@@ -174,30 +110,23 @@ class Progress:
 @dataclass(frozen=True)
 class TrialPage:
     shots: int
-    choices: list[Choice]
+    choices: tuple[Choice, ...]
     allow_idk: bool
     progress: Progress
     next_trial_code: uuid.UUID | None = None  # the next trial of this part, whose photo the page prefetches
 
 
-def study_choices(*, study: Study) -> list[Choice]:
-    """Every class as the study's participants see it, sorted by the name they see (one query)."""
-    translated = ClassNameTranslation.objects.filter(study=study, label=OuterRef("pk")).values("name")[:1]
-    rows = (ClassLabel.objects.filter(dataset_id=study.dataset_id).annotate(shown=Subquery(translated))
-            .values_list("index", "name", "shown"))
-    choices = [Choice(value=str(index), name=shown or name) for index, name, shown in rows]
-    return sorted(choices, key=lambda c: (c.name.casefold(), int(c.value)))
+def study_choices(*, study: Study) -> tuple[Choice, ...]:
+    """Every class as the study's participants see it, sorted by the name they see (frozen data: cached)."""
+    return study_frozen(study=study).choices
 
 
 def trial_page(*, assignment: Assignment) -> TrialPage:
+    """What the trial page shows besides the photo: the answers (the same for everyone in the part, from
+    the study's frozen data) and the participant's progress (one query)."""
     condition = assignment.condition
     study = condition.study
-    choices = study_choices(study=study)
-    if condition.shots:
-        by_index = {choice.value: choice for choice in choices}
-        for index, code in (ShotExample.objects.filter(condition=condition).order_by("label__index", "rank")
-                            .values_list("label__index", "code")):
-            by_index[str(index)].example_codes.append(code)
+    choices = study_frozen(study=study).choices_for(condition.pk) if condition.shots else study_choices(study=study)
     progress, next_code = _progress_and_next(participant=assignment.participant, condition=condition,
                                              assignment=assignment)
     return TrialPage(shots=condition.shots, choices=choices, allow_idk=study.allow_idk, progress=progress,
@@ -214,12 +143,10 @@ def _progress_and_next(*, participant: Participant, condition: Condition,
     code of the reserved trial that follows `assignment` in its part (same query)."""
     conditions = participant_conditions(participant=participant)
     study = participant.study
-    trials = participant.assignments.exclude(
-        status=Assignment.Status.EXPIRED
-    )  # an expired trial that was never re-claimed is not part of the participant's work
     counts: dict[int, list[int]] = {}
-    following: list[tuple[int, uuid.UUID]] = []
-    for condition_id, status, position, code in trials.values_list("condition_id", "status", "position", "code"):
+    following: list[tuple] = []
+    # An expired trial that was never re-claimed is not part of the participant's work.
+    for condition_id, status, position, code in participant_trials_brief(participant_id=participant.pk):
         total_answered = counts.setdefault(condition_id, [0, 0])
         total_answered[0] += 1
         total_answered[1] += status == Assignment.Status.ANSWERED
@@ -236,7 +163,7 @@ def _progress_and_next(*, participant: Participant, condition: Condition,
         trial_count=total,
         answered=sum(a for _, a in counts.values()),
         planned=sum(t for t, _ in counts.values()) + not_entered * per_phase_estimate,
-    ), (min(following)[1] if following else None)
+    ), (as_uuid(min(following)[1]) if following else None)
 
 
 # Practice: images of the shot split that are not shot examples, drawn with the study's seed, shown with feedback

@@ -2,8 +2,8 @@
 
 from urllib.parse import urlencode
 
-from benchmarks.load_participants import Page, ParticipantBrowser
 from studyapp.pages import CHOICE, CSRF, ENROL, TRIAL_PATH
+from tests.participant_client import Page, ParticipantBrowser
 
 
 def form_token(page: Page) -> str:

@@ -10,8 +10,7 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
-from benchmarks.load_participants import Gunicorn, server_env
-from tests.processes import subprocess_database_url
+from tests.processes import Gunicorn, server_env, subprocess_database_url
 
 
 def env_on_test_db(tmp_path, **extra: str) -> dict[str, str]:

@@ -10,18 +10,11 @@ import pytest
 from django.db import OperationalError, connection
 from django.test import Client
 
-from benchmarks.load_participants import (
-    ROOT,
-    Gunicorn,
-    ParticipantBrowser,
-    ParticipantLog,
-    participant_flow,
-    server_env,
-)
 from studyapp.models import Assignment, Participant, Response
 from tests.factories import make_dataset, make_study
 from tests.faults.flow import first_trial, form_token, offered_choices, trial_code
-from tests.processes import PgCluster, free_port
+from tests.participant_client import ParticipantBrowser, ParticipantLog, participant_flow
+from tests.processes import ROOT, Gunicorn, PgCluster, free_port, server_env
 from tests.studyapp.test_participants_flow import join_url, start
 
 FRIENDLY = "Back in a moment"

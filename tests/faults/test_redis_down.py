@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from benchmarks.load_participants import ParticipantBrowser, ParticipantLog, participant_flow, verify_answers, wait_for_port
 from tests.factories import make_dataset, make_study
-from tests.processes import LOOPBACK, free_port
+from tests.participant_client import ParticipantBrowser, ParticipantLog, participant_flow, verify_answers
+from tests.processes import LOOPBACK, free_port, wait_for_port
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

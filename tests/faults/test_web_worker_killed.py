@@ -16,16 +16,11 @@ from urllib.parse import urlencode
 
 import pytest
 
-from benchmarks.load_participants import (
-    LOOPBACK,
-    ParticipantBrowser,
-    ParticipantLog,
-    participant_flow,
-    verify_answers,
-)
 from studyapp.models import Assignment, Response
 from tests.factories import make_dataset, make_study
 from tests.faults.flow import first_trial, form_token, offered_choices, trial_code
+from tests.participant_client import ParticipantBrowser, ParticipantLog, participant_flow, verify_answers
+from tests.processes import LOOPBACK
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

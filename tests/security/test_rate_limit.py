@@ -9,10 +9,10 @@ from django.core.cache.backends.db import DatabaseCache
 from django.db import connections
 from django.test import Client
 
-from benchmarks.load_participants import ParticipantBrowser
 from studyapp.models import Participant
 from studyapp.pages import CSRF, ENROL
 from tests.factories import make_dataset, make_study
+from tests.participant_client import ParticipantBrowser
 from tests.studyapp.test_participants_flow import consent, join_url
 
 

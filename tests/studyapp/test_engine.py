@@ -13,6 +13,7 @@ from studyapp.models import Assignment, Participant, Response, Study
 from studyapp.selectors.participants import Step
 from studyapp.services.participants import (
     JoinLink,
+    allocation,
     assignment_next,
     items_choose,
     participant_allocate_next_step,
@@ -168,6 +169,31 @@ class TestAllocation:
         assert late.assignments.get().slot == 1
         assert not _claim_slot(participant=enrol(study), condition=first.condition, item_id=first.item_id, position=0,
                           used=set(), k=2, expires_at=timezone.now())
+
+    def test_a_batch_whose_free_slot_was_taken_between_counting_and_inserting_is_claimed_item_by_item(self,
+                                                                                                    monkeypatch):
+        study = make_study(dataset=make_dataset(n_classes=2, test_per_class=1), shots=(0,), items_per_participant=2,
+                           k_per_item=2)
+        condition = study.conditions.get()
+        plan, collided = allocation._batch_plan, []
+
+        def taken_meanwhile(**kwargs):
+            batch = plan(**kwargs)
+            # Someone takes the slot the batch counted as free for its first item (a late answer taking back its
+            # trial does this): the one insert of the whole batch fails, and nothing of it remains.
+            item_id, slot = batch[0]
+            Assignment.objects.create(participant=enrol(study), condition=condition, item_id=item_id, position=0,
+                                      slot=slot, expires_at=timezone.now() + timedelta(minutes=5))
+            collided.append((item_id, slot))
+            return batch
+
+        monkeypatch.setattr(allocation, "_batch_plan", taken_meanwhile)
+        participant = enrol(study)
+        assert participant_start(participant=participant).step == Step.TRIAL
+        (item_id, slot), = collided
+        assert participant.assignments.count() == 2
+        assert participant.assignments.get(item_id=item_id).slot == 1 - slot  # the claim moved on to the next slot
+        assert_never_above_k(study)
 
     def test_a_phase_is_allocated_once_even_when_asked_twice(self):
         study = make_study(dataset=make_dataset(n_classes=2, test_per_class=3), shots=(0,), items_per_participant=3)

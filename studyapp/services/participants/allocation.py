@@ -93,26 +93,45 @@ def _allocate(*, participant: Participant, condition: Condition) -> None:
     if study.status != Study.Status.OPEN:
         return
     k = study.k_per_item
-    used_slots: dict[int, set[int]] = {}
-    for item_id, slot in Assignment.objects.filter(condition=condition, is_attention_check=False).exclude(
-        status=Assignment.Status.EXPIRED
-    ).values_list("item_id", "slot"):
-        used_slots.setdefault(item_id, set()).add(slot)
+    live = Assignment.objects.filter(condition=condition, is_attention_check=False).exclude(
+        status=Assignment.Status.EXPIRED).order_by()
+    # Places taken per item, counted by the database: a live test trial holds one slot of its item (a constraint),
+    # so this is each item's number of used slots, read as one row per item rather than one per trial.
+    fill = dict(live.values("item_id").annotate(n=Count("id")).values_list("item_id", "n"))
     rng = random.Random(f"{participant.seed}:{condition.shots}")
     choice = items_choose(
         candidates=sorted(study.study_items.values_list("item_id", flat=True)),
-        fill={item_id: len(slots) for item_id, slots in used_slots.items()},
+        fill=fill,
         seen=_items_seen(participant=participant, condition=condition), k=k, n=study.items_per_participant, rng=rng,
     )
+    # Which slots are used, only for the items chosen: the batch takes its slots there (spares are claimed slot by
+    # slot if ever needed; a collision moves a claim on to the next slot).
+    used_slots: dict[int, set[int]] = {}
+    for item_id, slot in live.filter(item_id__in=choice.chosen).values_list("item_id", "slot"):
+        used_slots.setdefault(item_id, set()).add(slot)
     n_test = len(choice.chosen)
-    spares = iter(choice.spares)
     minimum = checks_minimum_per_part(study=study)
     check_items = _attention_check_items(participant=participant, n=_check_count(n_test, study, rng, minimum=minimum),
                                          rng=rng)
     kinds = [True] * len(check_items) + [False] * n_test
     rng.shuffle(kinds)
-    checks, tests = iter(check_items), iter(choice.chosen)
     expires_at = now + timedelta(minutes=study.reservation_minutes)
+    # Usually no slot we counted as free is taken meanwhile (allocators of the condition queue on its row), so
+    # the whole batch goes in as one insert. If one was (a late answer took its expired trial back), nothing of
+    # the insert remains and the batch is claimed item by item below, each claim trying the next slot.
+    batch = _batch_plan(kinds=kinds, check_items=check_items, tests=choice.chosen, spares=choice.spares,
+                        used_slots=used_slots, k=k)
+    try:
+        with transaction.atomic():
+            Assignment.objects.bulk_create([
+                Assignment(participant=participant, condition=condition, item_id=item_id, position=position, slot=slot,
+                           is_attention_check=slot is None, expires_at=expires_at)
+                for position, (item_id, slot) in enumerate(batch)
+            ])
+        return
+    except IntegrityError:
+        pass
+    checks, tests, spares = iter(check_items), iter(choice.chosen), iter(choice.spares)
     position = 0
     for is_check in kinds:
         if is_check:
@@ -127,6 +146,28 @@ def _allocate(*, participant: Participant, condition: Condition) -> None:
                            used=used_slots.setdefault(item_id, set()), k=k, expires_at=expires_at):
                 position += 1
                 break
+
+
+def _batch_plan(*, kinds: list[bool], check_items: list[int], tests: list[int], spares: list[int],
+                used_slots: dict[int, set[int]], k: int) -> list[tuple[int, int | None]]:
+    """(item, slot) per position, as the item-by-item claims would make them if nobody else claimed meanwhile:
+    a check holds no slot; a test item takes its first free slot, and an item with none gives way to the next
+    spare."""
+    used = {item_id: set(slots) for item_id, slots in used_slots.items()}
+    checks, chosen, spare = iter(check_items), iter(tests), iter(spares)
+    plan: list[tuple[int, int | None]] = []
+    for is_check in kinds:
+        if is_check:
+            plan.append((next(checks), None))
+            continue
+        for item_id in itertools.chain([next(chosen)], spare):
+            taken = used.setdefault(item_id, set())
+            slot = next((s for s in range(k) if s not in taken), None)
+            if slot is not None:
+                taken.add(slot)
+                plan.append((item_id, slot))
+                break
+    return plan
 
 
 def _items_seen(*, participant: Participant, condition: Condition) -> set[int]:

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from studyapp.models import Assignment, Condition, Participant, Response
+from studyapp.selectors.hot_reads import participant_open_trials
 from studyapp.selectors.participants import NextStep, Step, participant_conditions
 from studyapp.services.participants.allocation import _allocate, _reclaim
 
@@ -60,17 +61,14 @@ def assignment_next(*, participant: Participant) -> Assignment | None:
 
 
 def _phase_next_trial(*, participant: Participant, condition: Condition) -> Assignment | None:
-    open_trials = (
-        participant.assignments.filter(condition=condition)
-        .exclude(status=Assignment.Status.ANSWERED)
-        .select_related("condition__study", "item")
-        .order_by("position")
-    )
-    for assignment in open_trials:
-        if assignment.status == Assignment.Status.RESERVED or _reclaim(
-            assignment=assignment, to_status=Assignment.Status.RESERVED
-        ):
+    for assignment in participant_open_trials(participant=participant, condition=condition):
+        if assignment.status == Assignment.Status.RESERVED:
             return assignment
+        # Expired: take it back if its item has a slot free again (rare: the full row is read for it).
+        expired = Assignment.objects.get(pk=assignment.pk)
+        expired.participant, expired.condition = participant, condition
+        if _reclaim(assignment=expired, to_status=Assignment.Status.RESERVED):
+            return expired
     return None
 
 
@@ -94,8 +92,11 @@ def assignment_show(*, assignment: Assignment) -> Assignment | None:
     ):
         return None
     if assignment.shown_at is None:
-        Assignment.objects.filter(pk=assignment.pk, shown_at__isnull=True).update(shown_at=timezone.now())
-        assignment.refresh_from_db(fields=["shown_at"])
+        now = timezone.now()
+        if Assignment.objects.filter(pk=assignment.pk, shown_at__isnull=True).update(shown_at=now):
+            assignment.shown_at = now
+        else:  # another tab showed it a moment ago: that time counts
+            assignment.refresh_from_db(fields=["shown_at"])
     return assignment
 
 
