@@ -114,9 +114,7 @@ def bootstrap_table2(trials, *, average: str = "macro", n_resamples: int = 1000,
     boot = trials if isinstance(trials, Bootstrap) else bootstrap(
         trials, average=average, n_resamples=n_resamples, resample=resample, seed=seed, level=level)
     rows = []
-    for code, group in boot.enc.groups.iterrows():
-        if code not in boot.point.index:
-            continue
+    for code, group in boot.enc.groups.iterrows():  # every group has answers, so a point estimate
         for k, metric in enumerate(METRICS):
             low, high = percentile_interval(boot.draws[code][:, k], boot.level)
             rows.append([*group[list(GROUP_KEYS)], metric, boot.point.loc[code, metric] * 100.0, low * 100.0,
