@@ -81,6 +81,10 @@ def consistency_table(trials, *, n_resamples: int = 0, seed: int | None = 0, lev
         model_names = sorted(pd.unique(enc.subjects.to_numpy()[enc.subject[(kinds == "model") & (conds == condition)]]))
         for idk in IDK_CONVENTIONS:
             keep = human if idk == "error" else human & enc.guess
+            if not keep.any():  # every answer was idk, and idk is dropped: no one to compare, no kappa
+                kinds_here = ["human-human", CEILING, *(f"human-model:{name}" for name in model_names)]
+                rows += [[condition, kind, np.nan, 0, idk, np.nan, np.nan, n_resamples, ""] for kind in kinds_here]
+                continue
             data = _Condition(enc, keep, condition, kinds, conds, model_names, idk)
             estimators = data.estimators()
             draws = _draw(data, estimators, sampler, rng, n_resamples)

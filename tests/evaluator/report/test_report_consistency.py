@@ -6,6 +6,7 @@ per item.
 """
 
 import itertools
+import warnings
 from fractions import Fraction as F
 
 import numpy as np
@@ -146,3 +147,60 @@ def test_several_models_in_one_condition_each_get_their_rows():
     table = consistency_table(pd.concat([trials, second], ignore_index=True))
     assert {"human-model:model", "human-model:run · zero-shot prior"} <= set(table["pair_kind"])
     assert len(table) == 2 * 4  # per idk convention: human-human, ceiling, two models
+
+
+def test_a_condition_where_every_person_answered_idk_has_no_consistency_once_idk_is_dropped(consistency_trials):
+    # Found by a mutant: the report used to fail here (nothing left to compare under the dropped convention).
+    all_idk = consistency_trials.assign(response=consistency_trials["response"].where(
+        consistency_trials["subject_kind"] == "model", "idk"))
+    for n_resamples in (0, 20):
+        table = consistency_table(all_idk, n_resamples=n_resamples)
+        dropped = rows(table, "dropped")
+        assert list(dropped.index) == ["human-human", "noise-ceiling", "human-model:m"]
+        assert dropped["error_consistency"].isna().all() and (dropped["n_pairs"] == 0).all()
+        assert dropped["ci_low"].isna().all() and dropped["ci_high"].isna().all()
+        # As errors, idk answers are all wrong: two people always wrong agree beyond no chance (undefined) ...
+        error = rows(table, "error")
+        assert np.isnan(error.loc["human-human", "error_consistency"])
+        # ... and against the model (p_m = 4/6, so c = 1 - p_m = 1/3) both agree where m is wrong: on i4, i5 of
+        # u1's i1-i5 and of u2's i2-i6 -> (2/5 - 1/3) / (2/3) = 1/10 each.
+        assert error.loc["human-model:m", "error_consistency"] == pytest.approx(0.1, abs=1e-12)
+
+
+def test_error_consistency_of_a_single_item_and_of_none():
+    assert error_consistency([True], [False]) == 0.0  # c_exp = 0: observed agreement 0, kappa 0
+    assert np.isnan(error_consistency([], []))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # undefined, not a division by zero
+        assert np.isnan(error_consistency([False, False], [False, False]))
+
+
+def test_a_models_answers_in_another_condition_leave_this_conditions_consistency_alone(consistency_trials):
+    model = consistency_trials[consistency_trials["subject_kind"] == "model"]
+    other = model.assign(condition="one-shot", response=np.where(model["target"] == "X", "Y", "X"))  # all wrong
+    people = consistency_trials[consistency_trials["subject_kind"] == "human"].assign(condition="one-shot")
+    both = pd.concat([consistency_trials, other, people], ignore_index=True)
+    zero = consistency_table(both)
+    pd.testing.assert_frame_equal(zero[zero["condition"] == "zero-shot"].reset_index(drop=True),
+                                  consistency_table(consistency_trials))
+
+
+def test_a_models_idk_is_a_wrong_answer_or_no_answer_as_the_convention_says(consistency_trials):
+    # m's i5 was wrong (Y for X); as idk it is the same wrong answer, or (dropped) no answer at all.
+    is_m_i5 = (consistency_trials["subject"] == "m") & (consistency_trials["item"] == "i5")
+    with_idk = consistency_table(consistency_trials.assign(response=consistency_trials["response"].mask(is_m_i5, "idk")))
+    as_before = consistency_table(consistency_trials)
+    without = consistency_table(consistency_trials[~is_m_i5])
+    pd.testing.assert_frame_equal(with_idk[with_idk["idk"] == "error"], as_before[as_before["idk"] == "error"])
+    pd.testing.assert_frame_equal(with_idk[with_idk["idk"] == "dropped"], without[without["idk"] == "dropped"])
+    assert not without[without["idk"] == "dropped"].equals(as_before[as_before["idk"] == "dropped"])
+
+
+def test_consistency_intervals_raise_no_warning_when_a_resample_leaves_a_person_without_items(consistency_trials):
+    # u3 answered only i1: in about 4 of 9 resamples i1 is not drawn and u3 has no accuracy.
+    u3 = pd.DataFrame([["u3", "human", "zero-shot", "i1", "X", "X", 1000]], columns=consistency_trials.columns[:7])
+    trials = pd.concat([consistency_trials, u3], ignore_index=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = consistency_table(trials, n_resamples=200, seed=1)
+    assert table["ci_low"].notna().all()

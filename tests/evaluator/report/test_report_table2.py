@@ -119,3 +119,17 @@ def test_an_answer_that_is_no_target_class_is_counted_under_its_own_name(study):
     table = confusion(renamed)
     zero = table[(table["subject_kind"] == "human") & (table["condition"] == "zero-shot")]
     assert zero.loc[zero["target"] == "B", ["response", "count"]].values.tolist() == [["B", 1], ["D", 1], ["idk", 3]]
+
+
+def test_per_class_reports_the_models_mean_probability_of_the_true_class_and_nothing_for_humans(study):
+    humans_with_a_probability = study.assign(p_target=study["p_target"].fillna(0.5))  # no model has one for people
+    table = per_class(humans_with_a_probability)
+    assert list(table.columns) == ["subject_kind", "subject", "condition", "class", "n_items", "n_answers",
+                                   "n_guesses", "accuracy", "majority_vote_full", "accuracy_on_guesses",
+                                   "majority_vote_on_guesses", "mean_p_target"]
+    clip = table[(table["subject"] == "clip") & (table["condition"] == "zero-shot")].set_index("class")
+    # a1 0.9, a2 0.3 | b1 0.88, b2 0.7 | c1 0.95
+    assert clip["mean_p_target"].tolist() == pytest.approx([0.6, 0.79, 0.95], abs=1e-12)
+    assert table.loc[table["subject_kind"] == "human", "mean_p_target"].isna().all()
+    without = per_class(study.drop(columns=["p_target", "p_response"]))
+    assert without["mean_p_target"].dtype == float and without["mean_p_target"].isna().all()
