@@ -21,7 +21,7 @@ from evaluator.report import (
     prepare_trials,
     table2,
 )
-from evaluator.report.bootstrap import ParticipantLayout, RowLayout, WeightSampler
+from evaluator.report.bootstrap import ParticipantLayout, RowLayout, WeightSampler, percentile_interval
 from evaluator.report.metrics import METRICS
 from tests.simulated_studies import Population, simulate_study
 
@@ -437,3 +437,22 @@ def test_participant_resamples_of_a_sparse_study_equal_table2_of_the_resampled_t
                           for s, m in zip(layout.subjects, w, strict=True) for k in range(int(m))]
                 slow = table2(pd.concat(copies, ignore_index=True), average=average).iloc[0]
                 assert fast[r] == pytest.approx([slow[m] for m in METRICS], abs=1e-9, nan_ok=True)
+
+
+def test_projecting_to_more_participants_narrows_the_interval_as_one_over_the_root_of_their_number():
+    # Ten people answer all 20 items; five are always right, five always wrong. Item weights cancel, so the
+    # resampled accuracy is the mean of the drawn people: its spread falls as 1 / sqrt(people drawn).
+    trials = pd.DataFrame([(f"h{p}", "human", "zero-shot", f"{c}{j}", c, c if p < 5 else "X", 1000)
+                           for p in range(10) for c in "AB" for j in range(10)],
+                          columns=["subject", "subject_kind", "condition", "item", "target", "response", "rt_ms"])
+
+    def spread(**projection):
+        boot = bootstrap(trials, n_resamples=4000, seed=5, **projection)
+        return np.std(next(iter(boot.draws.values()))[:, 0])
+
+    assert spread(participant_draws=40) / spread() == pytest.approx(0.5, rel=0.06)
+
+
+def test_a_percentile_interval_of_one_value_is_that_value_and_of_none_undefined():
+    assert percentile_interval(np.array([0.3, np.nan]), 0.95) == (0.3, 0.3)
+    assert all(math.isnan(x) for x in percentile_interval(np.array([np.nan]), 0.95))
