@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import evaluator.report.consistency as consistency_module
 from evaluator.report import consistency_table, error_consistency
 from tests.simulated_studies import Population, full_overlap_consistency, model_vs_human_kappa, simulate_study
 
@@ -204,3 +205,57 @@ def test_consistency_intervals_raise_no_warning_when_a_resample_leaves_a_person_
         warnings.simplefilter("error")
         table = consistency_table(trials, n_resamples=200, seed=1)
     assert table["ci_low"].notna().all()
+
+
+def test_dense_designs_computed_from_answer_matrices_give_the_pair_by_pair_estimate(monkeypatch):
+    # Above 3 million pair-item incidences the pairs come from matrix products and CIs resample people only;
+    # below, pair by pair. Lowering the switch to 0 runs the matrix path on a small study: same estimates.
+    study = simulate_study(Population(), n_participants=12, items_per_class=4, k=5, seed=6)
+    pairwise = consistency_table(study.trials(), n_resamples=40, seed=2)
+    monkeypatch.setattr(consistency_module, "_MAX_PAIR_ITEMS", 0)
+    dense = consistency_table(study.trials(), n_resamples=40, seed=2)
+    pd.testing.assert_frame_equal(dense[["condition", "pair_kind", "error_consistency", "n_pairs", "idk"]],
+                                  pairwise[["condition", "pair_kind", "error_consistency", "n_pairs", "idk"]],
+                                  rtol=0, atol=1e-6)
+    human_human = dense["pair_kind"] == "human-human"
+    assert (dense.loc[human_human, "resample"] == "participants").all()
+    assert (pairwise.loc[human_human, "resample"] == "two-way").all()
+    assert (dense["ci_low"] <= dense["error_consistency"] + 1e-9).all()
+    assert (dense["error_consistency"] <= dense["ci_high"] + 1e-9).all()
+
+
+def test_people_without_a_common_item_give_no_pair_and_no_value():
+    trials = pd.DataFrame([["u1", "human", "zero-shot", "i1", "X", "X", 1000], ["u2", "human", "zero-shot", "i2", "Y", "X", 1000],
+                           ["m", "model", "zero-shot", "i1", "X", "X", None], ["m", "model", "zero-shot", "i3", "Y", "X", None]],
+                          columns=["subject", "subject_kind", "condition", "item", "target", "response", "rt_ms"])
+    for n_resamples in (0, 20):
+        r = rows(consistency_table(trials, n_resamples=n_resamples))
+        assert np.isnan(r.loc["human-human", "error_consistency"]) and r.loc["human-human", "n_pairs"] == 0
+        assert np.isnan(r.loc["human-human", "ci_low"])
+        # Only u1 shares an item with m (i1, both right): p_u1 = 1, p_m = 1/2, c = 1/2 -> (1 - 1/2) / (1/2) = 1.
+        assert r.loc["human-model:m", "error_consistency"] == pytest.approx(1.0, abs=1e-12)
+        assert r.loc["human-model:m", "n_pairs"] == 1
+
+
+def test_a_person_with_one_common_item_counts_and_one_whose_kappa_is_undefined_does_not(consistency_trials):
+    # u3 answered only i1 (right): with m (p_m = 4/6) c = 4/6, both right -> (1 - 4/6) / (1 - 4/6) = 1, n = 1.
+    # u4 answered only i2 and i6 (right) against "perfect" (right everywhere): c = 1, no kappa.
+    perfect = consistency_trials[consistency_trials["subject"] == "m"].assign(
+        subject="perfect", response=lambda t: t["target"])
+    extra = pd.DataFrame([["u3", "human", "zero-shot", "i1", "X", "X", 1000], ["u4", "human", "zero-shot", "i2", "Y", "Y", 1000],
+                          ["u4", "human", "zero-shot", "i6", "Y", "Y", 1000]], columns=consistency_trials.columns[:7])
+    r = rows(consistency_table(pd.concat([consistency_trials, perfect, extra], ignore_index=True)))
+    # u1-m 5/7 (n 5), u2-m 25/8 (n 5), u3-m 1 (n 1); u4-m: p_u4 = 1, c = 4/6, agree on i2, i6 -> 2 (n 2).
+    assert r.loc["human-model:m", "error_consistency"] == pytest.approx(
+        float((F(5, 7) + F(25, 8) + 1 + 2) / 13), abs=1e-12)
+    assert r.loc["human-model:m", "n_pairs"] == 4
+    # Against "perfect": u1 c = 3/5, agree 3 of 5 -> 0; u2 c = 2/5, agree 2 of 5 -> 0; u3 c = 1 and u4 c = 1 left out.
+    assert r.loc["human-model:perfect", "error_consistency"] == pytest.approx(0.0, abs=1e-12)
+    assert r.loc["human-model:perfect", "n_pairs"] == 2
+
+
+def test_consistency_has_no_interval_unless_asked_and_resamples_with_seed_0_by_default(consistency_trials):
+    plain = consistency_table(consistency_trials)
+    assert (plain["n_resamples"] == 0).all() and plain["ci_low"].isna().all() and (plain["resample"] == "").all()
+    pd.testing.assert_frame_equal(consistency_table(consistency_trials, n_resamples=30),
+                                  consistency_table(consistency_trials, n_resamples=30, seed=0))
