@@ -309,8 +309,7 @@ class _VoteLayout:
         self.is_target = (pair_key % n_codes) == target[pair_item]
         self.item_starts = np.flatnonzero(np.r_[True, pair_item[1:] != pair_item[:-1]]) if len(pair_key) \
             else np.zeros(0, int)
-        self.pair_seg = np.cumsum(np.r_[False, pair_item[1:] != pair_item[:-1]]) if len(pair_key) \
-            else np.zeros(0, int)
+        self.pair_seg = np.cumsum(np.r_[False, pair_item[1:] != pair_item[:-1]])  # unused without answers
         self.items_here = pair_item[self.item_starts]
         self.n_items = n_items
 

@@ -222,7 +222,7 @@ class _Pairs:
         d = self.data
         order = np.lexsort((d.person, d.item))
         item, person, right = d.item[order], d.person[order], d.right[order]
-        starts = np.flatnonzero(np.r_[True, item[1:] != item[:-1]]) if len(item) else np.zeros(0, int)
+        starts = np.flatnonzero(np.r_[True, item[1:] != item[:-1]])
         sizes = np.diff(np.r_[starts, len(item)])
         self.n_incidences = int((sizes * (sizes - 1) // 2).sum())
         self.unit = "two-way"
@@ -241,8 +241,7 @@ class _Pairs:
             agree = np.concatenate(agree).astype(float) if agree else np.zeros(0)
             pair, pairs = pd.factorize(pd.Series(a * d.n_persons + b))
             order = np.argsort(pair, kind="stable")
-            self.pair_starts = np.flatnonzero(np.r_[True, pair[order][1:] != pair[order][:-1]]) if len(pair) \
-                else np.zeros(0, int)
+            self.pair_starts = np.flatnonzero(np.r_[True, pair[order][1:] != pair[order][:-1]])  # unused without pairs
             self.inc_item, self.inc_agree = inc_item[order], agree[order]
             self.a, self.b = (np.asarray(pairs) // d.n_persons).astype(int), (np.asarray(pairs) % d.n_persons)
             self.dense = False

@@ -159,7 +159,7 @@ def test_a_condition_where_every_person_answered_idk_has_no_consistency_once_idk
         dropped = rows(table, "dropped")
         assert list(dropped.index) == ["human-human", "noise-ceiling", "human-model:m"]
         assert dropped["error_consistency"].isna().all() and (dropped["n_pairs"] == 0).all()
-        assert dropped["ci_low"].isna().all() and dropped["ci_high"].isna().all()
+        assert dropped["ci_low"].isna().all() and dropped["ci_high"].isna().all() and (dropped["resample"] == "").all()
         # As errors, idk answers are all wrong: two people always wrong agree beyond no chance (undefined) ...
         error = rows(table, "error")
         assert np.isnan(error.loc["human-human", "error_consistency"])
@@ -210,7 +210,8 @@ def test_consistency_intervals_raise_no_warning_when_a_resample_leaves_a_person_
 def test_dense_designs_computed_from_answer_matrices_give_the_pair_by_pair_estimate(monkeypatch):
     # Above 3 million pair-item incidences the pairs come from matrix products and CIs resample people only;
     # below, pair by pair. Lowering the switch to 0 runs the matrix path on a small study: same estimates.
-    study = simulate_study(Population(), n_participants=12, items_per_class=4, k=5, seed=6)
+    # Sparse enough that many pairs share a single item (k = 3 answers per item, 30 people).
+    study = simulate_study(Population(), n_participants=30, items_per_class=3, k=3, seed=6)
     pairwise = consistency_table(study.trials(), n_resamples=40, seed=2)
     monkeypatch.setattr(consistency_module, "_MAX_PAIR_ITEMS", 0)
     dense = consistency_table(study.trials(), n_resamples=40, seed=2)
@@ -259,3 +260,13 @@ def test_consistency_has_no_interval_unless_asked_and_resamples_with_seed_0_by_d
     assert (plain["n_resamples"] == 0).all() and plain["ci_low"].isna().all() and (plain["resample"] == "").all()
     pd.testing.assert_frame_equal(consistency_table(consistency_trials, n_resamples=30),
                                   consistency_table(consistency_trials, n_resamples=30, seed=0))
+
+
+def test_a_condition_without_people_is_skipped_and_the_later_ones_are_still_measured(consistency_trials):
+    later = consistency_trials.assign(condition=np.where(consistency_trials["subject_kind"] == "human", "one-shot",
+                                                         "zero-shot"))
+    later = pd.concat([later, later[later["subject_kind"] == "model"].assign(condition="one-shot")], ignore_index=True)
+    table = consistency_table(later)
+    assert set(table["condition"]) == {"one-shot"}
+    pd.testing.assert_frame_equal(table.drop(columns="condition"),
+                                  consistency_table(consistency_trials).drop(columns="condition"))
