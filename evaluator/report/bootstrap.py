@@ -114,9 +114,7 @@ def bootstrap_table2(trials, *, average: str = "macro", n_resamples: int = 1000,
     boot = trials if isinstance(trials, Bootstrap) else bootstrap(
         trials, average=average, n_resamples=n_resamples, resample=resample, seed=seed, level=level)
     rows = []
-    for code, group in boot.enc.groups.iterrows():
-        if code not in boot.point.index:
-            continue
+    for code, group in boot.enc.groups.iterrows():  # every group has answers, so a point estimate
         for k, metric in enumerate(METRICS):
             low, high = percentile_interval(boot.draws[code][:, k], boot.level)
             rows.append([*group[list(GROUP_KEYS)], metric, boot.point.loc[code, metric] * 100.0, low * 100.0,
@@ -312,8 +310,7 @@ class _VoteLayout:
         self.is_target = (pair_key % n_codes) == target[pair_item]
         self.item_starts = np.flatnonzero(np.r_[True, pair_item[1:] != pair_item[:-1]]) if len(pair_key) \
             else np.zeros(0, int)
-        self.pair_seg = np.cumsum(np.r_[False, pair_item[1:] != pair_item[:-1]]) if len(pair_key) \
-            else np.zeros(0, int)
+        self.pair_seg = np.cumsum(np.r_[False, pair_item[1:] != pair_item[:-1]])  # unused without answers
         self.items_here = pair_item[self.item_starts]
         self.n_items = n_items
 

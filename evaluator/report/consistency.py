@@ -81,6 +81,10 @@ def consistency_table(trials, *, n_resamples: int = 0, seed: int | None = 0, lev
         model_names = sorted(pd.unique(enc.subjects.to_numpy()[enc.subject[(kinds == "model") & (conds == condition)]]))
         for idk in IDK_CONVENTIONS:
             keep = human if idk == "error" else human & enc.guess
+            if not keep.any():  # every answer was idk, and idk is dropped: no one to compare, no kappa
+                kinds_here = ["human-human", CEILING, *(f"human-model:{name}" for name in model_names)]
+                rows += [[condition, kind, np.nan, 0, idk, np.nan, np.nan, n_resamples, ""] for kind in kinds_here]
+                continue
             data = _Condition(enc, keep, condition, kinds, conds, model_names, idk)
             estimators = data.estimators()
             draws = _draw(data, estimators, sampler, rng, n_resamples)
@@ -227,7 +231,7 @@ class _Pairs:
         d = self.data
         order = np.lexsort((d.person, d.item))
         item, person, right = d.item[order], d.person[order], d.right[order]
-        starts = np.flatnonzero(np.r_[True, item[1:] != item[:-1]]) if len(item) else np.zeros(0, int)
+        starts = np.flatnonzero(np.r_[True, item[1:] != item[:-1]])
         sizes = np.diff(np.r_[starts, len(item)])
         self.n_incidences = int((sizes * (sizes - 1) // 2).sum())
         self.unit = "two-way"
@@ -246,8 +250,7 @@ class _Pairs:
             agree = np.concatenate(agree).astype(float) if agree else np.zeros(0)
             pair, pairs = pd.factorize(pd.Series(a * d.n_persons + b))
             order = np.argsort(pair, kind="stable")
-            self.pair_starts = np.flatnonzero(np.r_[True, pair[order][1:] != pair[order][:-1]]) if len(pair) \
-                else np.zeros(0, int)
+            self.pair_starts = np.flatnonzero(np.r_[True, pair[order][1:] != pair[order][:-1]])  # unused without pairs
             self.inc_item, self.inc_agree = inc_item[order], agree[order]
             self.a, self.b = (np.asarray(pairs) // d.n_persons).astype(int), (np.asarray(pairs) % d.n_persons)
             self.dense = False

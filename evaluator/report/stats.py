@@ -237,7 +237,8 @@ def _sort_kind_condition(table: pd.DataFrame, *, by_kind: bool = True) -> pd.Dat
         return table
     keys = table.assign(_c=table["condition"].map(CONDITIONS.index))
     order = (["subject_kind"] if by_kind else ["subject"]) + ["_c"]
-    return keys.sort_values(order, kind="stable").drop(columns="_c").reset_index(drop=True)
+    # Two keys: pandas sorts them with a lexsort, which is stable (a sort ``kind`` would be ignored).
+    return keys.sort_values(order).drop(columns="_c").reset_index(drop=True)
 
 
 __all__ = [

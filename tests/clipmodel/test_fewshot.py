@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import clipmodel
-from clipmodel.fewshot import DEFAULT_C
+from clipmodel.fewshot import DEFAULT_C, default_params
 
 NUM_CLASSES, DIM = 5, 32
 
@@ -141,6 +141,94 @@ def test_invalid_few_shot_inputs_are_rejected():
         clipmodel.fit_few_shot(method="prototype", shot_features=shots[:2], shot_labels=shot_labels[:2], num_classes=NUM_CLASSES)
     with pytest.raises(ValueError, match="shot_labels"):
         clipmodel.fit_few_shot(method="prototype", shot_features=shots, shot_labels=shot_labels + 1, num_classes=NUM_CLASSES)
+
+
+@pytest.mark.parametrize("method", clipmodel.FEW_SHOT_METHODS)
+def test_a_fit_without_hyperparameters_uses_exactly_the_defaults_a_run_records(method):
+    shots, shot_labels, _, _, text_weights = _separable_set(shots_per_class=2)
+
+    def fit(**params):
+        return clipmodel.fit_few_shot(method=method, shot_features=shots, shot_labels=shot_labels,
+                                      num_classes=NUM_CLASSES, text_weights=text_weights, **params)
+
+    recorded = default_params(method)
+    as_arguments = {"C": "C", "lambda": "prior_lambda"}
+    explicit = fit(**{as_arguments[name]: value for name, value in recorded.items()})
+    default = fit()
+    assert torch.equal(default.weight, explicit.weight) and torch.equal(default.bias, explicit.bias)
+    if method == "prototype":
+        assert recorded == {}  # nothing to tune: the class means are the classifier
+    else:
+        (name, value), = recorded.items()
+        # The recorded value is the one that shaped the fit: another value gives another classifier.
+        assert not torch.equal(fit(**{as_arguments[name]: value * 10}).weight, default.weight)
+
+
+def test_the_prototypes_scale_cosines_by_clips_trained_100_unless_told_otherwise():
+    shots, shot_labels, _, _, _ = _separable_set(shots_per_class=2)
+    test = torch.randn(20, DIM, generator=torch.Generator().manual_seed(5))  # far from every cluster: no saturation
+    classifier = clipmodel.fit_few_shot(method="prototype", shot_features=shots, shot_labels=shot_labels,
+                                        num_classes=NUM_CLASSES)
+    normed = F.normalize(shots, dim=1)
+    prototypes = F.normalize(torch.stack([normed[shot_labels == c].mean(dim=0) for c in range(NUM_CLASSES)]), dim=1)
+    expected = (100.0 * F.normalize(test, dim=1) @ prototypes.T).softmax(dim=1)
+    torch.testing.assert_close(classifier.predict_proba(test), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", clipmodel.FEW_SHOT_METHODS)
+def test_labels_as_a_list_or_an_int32_array_give_the_same_classifier_as_a_long_tensor(method):
+    shots, shot_labels, _, _, text_weights = _separable_set(shots_per_class=2)
+
+    def fit(labels):
+        return clipmodel.fit_few_shot(method=method, shot_features=shots, shot_labels=labels, num_classes=NUM_CLASSES,
+                                      text_weights=text_weights, prior_lambda=1.0)
+
+    reference = fit(shot_labels)
+    for labels in (shot_labels.tolist(), shot_labels.numpy().astype("int32"), shot_labels.int()):
+        other = fit(labels)
+        assert torch.equal(other.weight, reference.weight) and torch.equal(other.bias, reference.bias)
+
+
+@pytest.mark.parametrize("method", clipmodel.FEW_SHOT_METHODS)
+def test_features_in_double_or_half_precision_are_classified_like_float32_ones(method):
+    shots, shot_labels, test, _, text_weights = _separable_set(shots_per_class=2)
+    classifier = clipmodel.fit_few_shot(method=method, shot_features=shots.half(), shot_labels=shot_labels,
+                                        num_classes=NUM_CLASSES, text_weights=text_weights, prior_lambda=1.0)
+    expected = classifier.predict_proba(test)
+    assert expected.dtype == torch.float32
+    torch.testing.assert_close(classifier.predict_proba(test.double()), expected)
+    torch.testing.assert_close(classifier.predict_proba(test.half()), expected, rtol=0, atol=2e-2)
+
+
+def test_shot_features_that_are_not_one_row_per_label_are_rejected_with_the_reason():
+    shots, shot_labels, _, _, text_weights = _separable_set(shots_per_class=1)
+    why = r"^shot_features must be \[N, D\] with one label per row \(N > 0\)$"
+    for features, labels in [
+        (shots, shot_labels[:-1]),  # one label missing
+        (shots[:, 0], shot_labels),  # a vector of N numbers, not N feature rows
+        (shots[:0], shot_labels[:0]),  # no shots at all
+    ]:
+        for method in clipmodel.FEW_SHOT_METHODS:
+            with pytest.raises(ValueError, match=why):
+                clipmodel.fit_few_shot(method=method, shot_features=features, shot_labels=labels,
+                                       num_classes=NUM_CLASSES, text_weights=text_weights)
+
+
+def test_a_single_shot_is_enough_for_the_methods_that_allow_classes_without_shots():
+    shots, shot_labels, _, _, text_weights = _separable_set(shots_per_class=1)
+    for method in ("linear-probe", "zero-shot-prior"):
+        classifier = clipmodel.fit_few_shot(method=method, shot_features=shots[2:3], shot_labels=shot_labels[2:3],
+                                            num_classes=NUM_CLASSES, text_weights=text_weights, prior_lambda=1.0)
+        assert classifier.shots_per_class.tolist() == [0, 0, 1, 0, 0]
+        assert classifier.predict_proba(shots[2:3]).argmax().item() == 2
+
+
+def test_the_prototypes_name_the_classes_that_have_no_shot():
+    shots, shot_labels, _, _, _ = _separable_set(shots_per_class=1)
+    keep = (shot_labels != 1) & (shot_labels != 3)
+    with pytest.raises(ValueError, match=r"none for classes \[1, 3\]$"):
+        clipmodel.fit_few_shot(method="prototype", shot_features=shots[keep], shot_labels=shot_labels[keep],
+                               num_classes=NUM_CLASSES)
 
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -106,3 +106,56 @@ def test_pets_and_cifar10_classes_get_clips_names_and_templates_and_anything_els
 def test_class_prompts_are_the_exact_strings_per_class():
     assert clipmodel.class_prompts(classnames=["cat", "dog"], templates=["a {}.", "the {}!"]) == [
         ["a cat.", "the cat!"], ["a dog.", "the dog!"]]
+
+
+def test_zero_shot_probabilities_scale_cosines_by_clips_trained_100_unless_told_otherwise():
+    image_features, text_weights = torch.randn(6, 16), torch.randn(16, 3)
+    cosines = torch.nn.functional.normalize(image_features, dim=1) @ torch.nn.functional.normalize(text_weights, dim=0)
+    torch.testing.assert_close(clipmodel.zero_shot_probs(image_features=image_features, text_weights=text_weights),
+                               (100.0 * cosines).softmax(dim=1))
+
+
+def test_a_single_class_is_a_valid_zero_shot_classifier(tiny_clip):
+    weights = clipmodel.zero_shot_weights(clip=tiny_clip, classnames=["cat"], templates=TEMPLATES)
+    assert weights.shape == (16, 1)
+    torch.testing.assert_close(weights.norm(dim=0), torch.ones(1))
+
+
+def test_classnames_that_are_not_a_non_empty_list_are_rejected_with_the_reason(tiny_clip):
+    for classnames in ("cat", []):
+        with pytest.raises(ValueError, match="^classnames must be a non-empty ordered list of strings$"):
+            clipmodel.zero_shot_weights(clip=tiny_clip, classnames=classnames, templates=TEMPLATES)
+    with pytest.raises(ValueError, match="^classnames must be unique, otherwise two classes share one column$"):
+        clipmodel.zero_shot_weights(clip=tiny_clip, classnames=["cat", "dog", "cat"], templates=TEMPLATES)
+
+
+def test_prompts_that_are_not_one_non_empty_list_per_class_are_rejected_with_the_reason(tiny_clip):
+    why = r"^prompts must be a non-empty list \(one per class\) of non-empty lists of strings$"
+    for prompts in ("a photo of a cat.", [], [["a photo of a cat."], []], [["a photo of a cat."], "a dog."]):
+        with pytest.raises(ValueError, match=why):
+            clipmodel.prompt_weights(clip=tiny_clip, prompts=prompts)
+
+
+def test_prompt_weights_do_not_depend_on_how_the_prompts_are_batched(tiny_clip):
+    prompts = [["a photo of a cat.", "a cat."], ["a dog."], ["a photo of a bird.", "a bird.", "birds."]]
+    whole = clipmodel.prompt_weights(clip=tiny_clip, prompts=prompts)
+    assert whole.shape == (16, 3)
+    for batch_size in (1, 2, 5):
+        torch.testing.assert_close(clipmodel.prompt_weights(clip=tiny_clip, prompts=prompts, batch_size=batch_size),
+                                   whole, rtol=1e-5, atol=1e-6)
+
+
+def test_zero_shot_weights_send_at_most_batch_size_prompts_through_the_text_encoder_at_once(tiny_clip, monkeypatch):
+    # The bound that keeps 80 templates x 1000 classes within a GPU's memory.
+    passes = []
+    encode_text = tiny_clip.model.encode_text
+
+    def recording_encode_text(tokens, *args, **kwargs):
+        passes.append(len(tokens))
+        return encode_text(tokens, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_clip.model, "encode_text", recording_encode_text)
+    weights = clipmodel.zero_shot_weights(clip=tiny_clip, classnames=CLASSES, templates=TEMPLATES, batch_size=4)
+    assert passes == [4, 2]  # 3 classes x 2 templates
+    torch.testing.assert_close(weights, clipmodel.zero_shot_weights(clip=tiny_clip, classnames=CLASSES,
+                                                                     templates=TEMPLATES), rtol=1e-5, atol=1e-6)

@@ -11,8 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluator.report import bootstrap, bootstrap_table2, differences_table, encode, item_table, prepare_trials, table2
-from evaluator.report.bootstrap import ParticipantLayout, RowLayout, WeightSampler
+from evaluator.report import (
+    ReportInputError,
+    bootstrap,
+    bootstrap_table2,
+    differences_table,
+    encode,
+    item_table,
+    prepare_trials,
+    table2,
+)
+from evaluator.report.bootstrap import ParticipantLayout, RowLayout, WeightSampler, percentile_interval
 from evaluator.report.metrics import METRICS
 from tests.simulated_studies import Population, simulate_study
 
@@ -307,3 +316,146 @@ def test_every_table_handles_several_model_subjects_in_one_condition(study):
         assert (t["replication"]["subject"] == name).sum() == 4  # both beside the paper's zero-shot CLIP row
         assert name in set(t["mcnemar"]["model"])
     assert "run · zero-shot prior" in result.html
+
+
+# --------------------------------------------------------------------------- options and their defaults
+
+@pytest.mark.parametrize("resample", ["two-way", "items", "participants"])
+def test_a_bootstrap_without_resamples_has_estimates_and_no_interval(study, resample):
+    boot = bootstrap(study, n_resamples=0, resample=resample)
+    assert all(draws.shape == (0, len(METRICS)) for draws in boot.draws.values())
+    ci = bootstrap_table2(boot)
+    assert ci["ci_low"].isna().all() and ci["ci_high"].isna().all() and (ci["n_resamples"] == 0).all()
+    estimates = ci.pivot_table(index=["subject", "condition"], columns="metric", values="estimate", sort=False)
+    t2 = table2(study).set_index(["subject", "condition"])
+    pd.testing.assert_frame_equal(estimates[list(METRICS)], t2[list(METRICS)], check_names=False, rtol=0, atol=1e-9)
+
+
+def test_bootstrap_options_that_make_no_sense_are_refused_with_the_reason(study):
+    with pytest.raises(ReportInputError, match=r"^the number of bootstrap resamples must be >= 0$"):
+        bootstrap(study, n_resamples=-1)
+    with pytest.raises(ReportInputError, match=r"^unknown resample unit 'pigeon' \(use one of: two-way, items, "
+                                               r"participants\)$"):
+        bootstrap(study, resample="pigeon")
+    for projection in ({"participant_draws": 10}, {"class_items": np.array([20, 20, 20])}):
+        with pytest.raises(ReportInputError, match=r"^projections need the two-way or items unit$"):
+            bootstrap(study, resample="participants", **projection)
+        for unit in ("two-way", "items"):
+            assert bootstrap(study, n_resamples=5, resample=unit, **projection).n_resamples == 5
+
+
+def test_the_documented_defaults_are_1000_two_way_resamples_seed_0_and_95_percent():
+    # Enough items that another seed moves the bounds (the hand-made fixture has one or two items a class).
+    trials = simulate_study(Population(n_classes=4), n_participants=10, items_per_class=6, k=3, seed=0).trials()
+    default = bootstrap_table2(trials)
+    explicit = bootstrap_table2(trials, average="macro", n_resamples=1000, resample="two-way", seed=0, level=0.95)
+    pd.testing.assert_frame_equal(default, explicit)
+    assert not default.equals(bootstrap_table2(trials, seed=1))
+    assert (default["n_resamples"] == 1000).all() and (default["resample"] == "two-way").all()
+    boot = bootstrap(trials)
+    assert (boot.n_resamples, boot.resample, boot.level) == (1000, "two-way", 0.95)
+    pd.testing.assert_frame_equal(bootstrap_table2(boot), default)
+
+
+def test_the_seed_and_the_level_reach_the_intervals(study):
+    boot = bootstrap(study, n_resamples=200, seed=5)
+    ci = bootstrap_table2(study, n_resamples=200, seed=5, level=0.5)
+    assert not ci.equals(bootstrap_table2(study, n_resamples=200, seed=6, level=0.5))
+    for (code, group), k in [((c, g), k) for c, g in boot.enc.groups.iterrows() for k in range(len(METRICS))]:
+        cell = ci[(ci["subject"] == group["subject"]) & (ci["condition"] == group["condition"])
+                  & (ci["metric"] == METRICS[k])].iloc[0]
+        values = [x for x in boot.draws[code][:, k] if not math.isnan(x)]
+        if values:  # a 50 % interval: the quartiles of the resampled values
+            assert cell["ci_low"] == pytest.approx(loop_percentile(values, 25) * 100, abs=1e-9)
+            assert cell["ci_high"] == pytest.approx(loop_percentile(values, 75) * 100, abs=1e-9)
+
+
+@pytest.mark.parametrize("resample", ["two-way", "items", "participants"])
+def test_a_micro_bootstrap_resamples_the_micro_table2(study, resample):
+    micro = table2(study, average="micro")
+    boot = bootstrap(study, average="micro", n_resamples=100, resample=resample, seed=1)
+    assert np.allclose(boot.point[list(METRICS)].to_numpy() * 100, micro[list(METRICS)].to_numpy(), atol=1e-9)
+    ci = bootstrap_table2(study, average="micro", n_resamples=100, resample=resample, seed=1)
+    assert np.allclose(ci["estimate"], micro[list(METRICS)].to_numpy().ravel(), atol=1e-9)
+    # One person in two-shot: every participant resample is that person, so the interval is the micro value.
+    if resample == "participants":
+        lone = study[(study["condition"] != "two-shot") | (study["subject"] == "h7")]
+        lone_ci = bootstrap_table2(lone, average="micro", n_resamples=20, resample=resample, seed=1)
+        row = lone_ci[(lone_ci["subject_kind"] == "human") & (lone_ci["condition"] == "two-shot")]
+        assert np.allclose(row["ci_low"], row["estimate"]) and np.allclose(row["ci_high"], row["estimate"])
+        # h7: a1, b1, c1 right, a2 wrong -> micro 3/4 (macro: (1/2 + 1 + 1) / 3 = 5/6).
+        assert row["estimate"].iloc[0] == pytest.approx(75.0, abs=1e-9)
+
+
+def test_projecting_to_more_items_a_class_narrows_the_interval_as_one_over_the_root_of_the_draws():
+    # A model right on half of 20 items per class: resampled accuracy sd ∝ 1 / sqrt(draws); Rao-Wu draws n_c - 1.
+    items = [(f"{c}{j}", c) for c in "AB" for j in range(20)]
+    trials = pd.DataFrame({"subject": "m", "subject_kind": "model", "condition": "zero-shot",
+                           "item": [i for i, _ in items], "target": [c for _, c in items],
+                           "response": [c if int(i[1:]) % 2 else "X" for i, c in items], "rt_ms": None})
+
+    def spread(**projection):
+        boot = bootstrap(trials, n_resamples=4000, resample="items", seed=3, **projection)
+        return np.std(next(iter(boot.draws.values()))[:, 0])
+
+    ratio = spread(class_items=np.array([77, 77])) / spread()
+    assert ratio == pytest.approx(math.sqrt(19 / 76), rel=0.06)
+
+
+def test_paired_difference_intervals_are_the_percentiles_of_the_resampled_differences(study):
+    boot = bootstrap(study, n_resamples=150, seed=4)
+    diffs = differences_table(boot)
+    codes = {(g["subject"], g["condition"]): c for c, g in boot.enc.groups.iterrows()}
+    for row in diffs.itertuples(index=False):
+        who = {"humans": ""}.get(row.subject, row.subject), {"humans": ""}.get(row.versus_subject, row.versus_subject)
+        a, b = codes[(who[0], row.condition)], codes[(who[1], row.versus_condition)]
+        k = METRICS.index(row.metric)
+        values = [x for x in boot.draws[a][:, k] - boot.draws[b][:, k] if not math.isnan(x)]
+        if values:
+            assert row.ci_low == pytest.approx(loop_percentile(values, 2.5) * 100, abs=1e-9)
+            assert row.ci_high == pytest.approx(loop_percentile(values, 97.5) * 100, abs=1e-9)
+
+
+def test_participant_resamples_of_a_sparse_study_equal_table2_of_the_resampled_trials():
+    # Zero-shot: h3 never saw class C (the last class); one-shot: a single guess among idk answers;
+    # two-shot: nothing but idk.
+    rows = [("h1", "zero-shot", "i1", "A", "A"), ("h1", "zero-shot", "i2", "A", "idk"), ("h1", "zero-shot", "i5", "C", "C"),
+            ("h2", "zero-shot", "i1", "A", "B"), ("h2", "zero-shot", "i3", "B", "B"), ("h2", "zero-shot", "i4", "B", "idk"),
+            ("h3", "zero-shot", "i2", "A", "A"), ("h3", "zero-shot", "i3", "B", "A"),
+            ("h1", "one-shot", "i1", "A", "idk"), ("h2", "one-shot", "i1", "A", "A"), ("h3", "one-shot", "i3", "B", "idk"),
+            ("h1", "two-shot", "i1", "A", "idk"), ("h2", "two-shot", "i3", "B", "idk")]
+    trials = pd.DataFrame(rows, columns=["subject", "condition", "item", "target", "response"]).assign(
+        subject_kind="human", rt_ms=1000)
+    enc = encode(trials)
+    rng = np.random.default_rng(2)
+    for code in human_rows(enc):
+        layout = ParticipantLayout(enc, code)
+        humans = enc.trials[enc.trials["condition"] == enc.groups.loc[code, "condition"]]
+        n = len(layout.subjects)
+        weights = rng.multinomial(n, [1 / n] * n, size=12).astype(float)
+        for average in ("macro", "micro"):
+            fast = layout.stats(weights, average=average) * 100
+            for r, w in enumerate(weights):
+                copies = [humans[humans["subject"] == s].assign(subject=f"{s}#{k}")
+                          for s, m in zip(layout.subjects, w, strict=True) for k in range(int(m))]
+                slow = table2(pd.concat(copies, ignore_index=True), average=average).iloc[0]
+                assert fast[r] == pytest.approx([slow[m] for m in METRICS], abs=1e-9, nan_ok=True)
+
+
+def test_projecting_to_more_participants_narrows_the_interval_as_one_over_the_root_of_their_number():
+    # Ten people answer all 20 items; five are always right, five always wrong. Item weights cancel, so the
+    # resampled accuracy is the mean of the drawn people: its spread falls as 1 / sqrt(people drawn).
+    trials = pd.DataFrame([(f"h{p}", "human", "zero-shot", f"{c}{j}", c, c if p < 5 else "X", 1000)
+                           for p in range(10) for c in "AB" for j in range(10)],
+                          columns=["subject", "subject_kind", "condition", "item", "target", "response", "rt_ms"])
+
+    def spread(**projection):
+        boot = bootstrap(trials, n_resamples=4000, seed=5, **projection)
+        return np.std(next(iter(boot.draws.values()))[:, 0])
+
+    assert spread(participant_draws=40) / spread() == pytest.approx(0.5, rel=0.06)
+
+
+def test_a_percentile_interval_of_one_value_is_that_value_and_of_none_undefined():
+    assert percentile_interval(np.array([0.3, np.nan]), 0.95) == (0.3, 0.3)
+    assert all(math.isnan(x) for x in percentile_interval(np.array([np.nan]), 0.95))

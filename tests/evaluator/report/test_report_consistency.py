@@ -6,12 +6,14 @@ per item.
 """
 
 import itertools
+import warnings
 from fractions import Fraction as F
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import evaluator.report.consistency as consistency_module
 from evaluator.report import consistency_table, error_consistency
 from tests.simulated_studies import Population, full_overlap_consistency, model_vs_human_kappa, simulate_study
 
@@ -146,3 +148,125 @@ def test_several_models_in_one_condition_each_get_their_rows():
     table = consistency_table(pd.concat([trials, second], ignore_index=True))
     assert {"human-model:model", "human-model:run · zero-shot prior"} <= set(table["pair_kind"])
     assert len(table) == 2 * 4  # per idk convention: human-human, ceiling, two models
+
+
+def test_a_condition_where_every_person_answered_idk_has_no_consistency_once_idk_is_dropped(consistency_trials):
+    # Found by a mutant: the report used to fail here (nothing left to compare under the dropped convention).
+    all_idk = consistency_trials.assign(response=consistency_trials["response"].where(
+        consistency_trials["subject_kind"] == "model", "idk"))
+    for n_resamples in (0, 20):
+        table = consistency_table(all_idk, n_resamples=n_resamples)
+        dropped = rows(table, "dropped")
+        assert list(dropped.index) == ["human-human", "noise-ceiling", "human-model:m"]
+        assert dropped["error_consistency"].isna().all() and (dropped["n_pairs"] == 0).all()
+        assert dropped["ci_low"].isna().all() and dropped["ci_high"].isna().all() and (dropped["resample"] == "").all()
+        # As errors, idk answers are all wrong: two people always wrong agree beyond no chance (undefined) ...
+        error = rows(table, "error")
+        assert np.isnan(error.loc["human-human", "error_consistency"])
+        # ... and against the model (p_m = 4/6, so c = 1 - p_m = 1/3) both agree where m is wrong: on i4, i5 of
+        # u1's i1-i5 and of u2's i2-i6 -> (2/5 - 1/3) / (2/3) = 1/10 each.
+        assert error.loc["human-model:m", "error_consistency"] == pytest.approx(0.1, abs=1e-12)
+
+
+def test_error_consistency_of_a_single_item_and_of_none():
+    assert error_consistency([True], [False]) == 0.0  # c_exp = 0: observed agreement 0, kappa 0
+    assert np.isnan(error_consistency([], []))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # undefined, not a division by zero
+        assert np.isnan(error_consistency([False, False], [False, False]))
+
+
+def test_a_models_answers_in_another_condition_leave_this_conditions_consistency_alone(consistency_trials):
+    model = consistency_trials[consistency_trials["subject_kind"] == "model"]
+    other = model.assign(condition="one-shot", response=np.where(model["target"] == "X", "Y", "X"))  # all wrong
+    people = consistency_trials[consistency_trials["subject_kind"] == "human"].assign(condition="one-shot")
+    both = pd.concat([consistency_trials, other, people], ignore_index=True)
+    zero = consistency_table(both)
+    pd.testing.assert_frame_equal(zero[zero["condition"] == "zero-shot"].reset_index(drop=True),
+                                  consistency_table(consistency_trials))
+
+
+def test_a_models_idk_is_a_wrong_answer_or_no_answer_as_the_convention_says(consistency_trials):
+    # m's i5 was wrong (Y for X); as idk it is the same wrong answer, or (dropped) no answer at all.
+    is_m_i5 = (consistency_trials["subject"] == "m") & (consistency_trials["item"] == "i5")
+    with_idk = consistency_table(consistency_trials.assign(response=consistency_trials["response"].mask(is_m_i5, "idk")))
+    as_before = consistency_table(consistency_trials)
+    without = consistency_table(consistency_trials[~is_m_i5])
+    pd.testing.assert_frame_equal(with_idk[with_idk["idk"] == "error"], as_before[as_before["idk"] == "error"])
+    pd.testing.assert_frame_equal(with_idk[with_idk["idk"] == "dropped"], without[without["idk"] == "dropped"])
+    assert not without[without["idk"] == "dropped"].equals(as_before[as_before["idk"] == "dropped"])
+
+
+def test_consistency_intervals_raise_no_warning_when_a_resample_leaves_a_person_without_items(consistency_trials):
+    # u3 answered only i1: in about 4 of 9 resamples i1 is not drawn and u3 has no accuracy.
+    u3 = pd.DataFrame([["u3", "human", "zero-shot", "i1", "X", "X", 1000]], columns=consistency_trials.columns[:7])
+    trials = pd.concat([consistency_trials, u3], ignore_index=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = consistency_table(trials, n_resamples=200, seed=1)
+    assert table["ci_low"].notna().all()
+
+
+def test_dense_designs_computed_from_answer_matrices_give_the_pair_by_pair_estimate(monkeypatch):
+    # Above 3 million pair-item incidences the pairs come from matrix products and CIs resample people only;
+    # below, pair by pair. Lowering the switch to 0 runs the matrix path on a small study: same estimates.
+    # Sparse enough that many pairs share a single item (k = 3 answers per item, 30 people).
+    study = simulate_study(Population(), n_participants=30, items_per_class=3, k=3, seed=6)
+    pairwise = consistency_table(study.trials(), n_resamples=40, seed=2)
+    monkeypatch.setattr(consistency_module, "_MAX_PAIR_ITEMS", 0)
+    dense = consistency_table(study.trials(), n_resamples=40, seed=2)
+    pd.testing.assert_frame_equal(dense[["condition", "pair_kind", "error_consistency", "n_pairs", "idk"]],
+                                  pairwise[["condition", "pair_kind", "error_consistency", "n_pairs", "idk"]],
+                                  rtol=0, atol=1e-6)
+    human_human = dense["pair_kind"] == "human-human"
+    assert (dense.loc[human_human, "resample"] == "participants").all()
+    assert (pairwise.loc[human_human, "resample"] == "two-way").all()
+    assert (dense["ci_low"] <= dense["error_consistency"] + 1e-9).all()
+    assert (dense["error_consistency"] <= dense["ci_high"] + 1e-9).all()
+
+
+def test_people_without_a_common_item_give_no_pair_and_no_value():
+    trials = pd.DataFrame([["u1", "human", "zero-shot", "i1", "X", "X", 1000], ["u2", "human", "zero-shot", "i2", "Y", "X", 1000],
+                           ["m", "model", "zero-shot", "i1", "X", "X", None], ["m", "model", "zero-shot", "i3", "Y", "X", None]],
+                          columns=["subject", "subject_kind", "condition", "item", "target", "response", "rt_ms"])
+    for n_resamples in (0, 20):
+        r = rows(consistency_table(trials, n_resamples=n_resamples))
+        assert np.isnan(r.loc["human-human", "error_consistency"]) and r.loc["human-human", "n_pairs"] == 0
+        assert np.isnan(r.loc["human-human", "ci_low"])
+        # Only u1 shares an item with m (i1, both right): p_u1 = 1, p_m = 1/2, c = 1/2 -> (1 - 1/2) / (1/2) = 1.
+        assert r.loc["human-model:m", "error_consistency"] == pytest.approx(1.0, abs=1e-12)
+        assert r.loc["human-model:m", "n_pairs"] == 1
+
+
+def test_a_person_with_one_common_item_counts_and_one_whose_kappa_is_undefined_does_not(consistency_trials):
+    # u3 answered only i1 (right): with m (p_m = 4/6) c = 4/6, both right -> (1 - 4/6) / (1 - 4/6) = 1, n = 1.
+    # u4 answered only i2 and i6 (right) against "perfect" (right everywhere): c = 1, no kappa.
+    perfect = consistency_trials[consistency_trials["subject"] == "m"].assign(
+        subject="perfect", response=lambda t: t["target"])
+    extra = pd.DataFrame([["u3", "human", "zero-shot", "i1", "X", "X", 1000], ["u4", "human", "zero-shot", "i2", "Y", "Y", 1000],
+                          ["u4", "human", "zero-shot", "i6", "Y", "Y", 1000]], columns=consistency_trials.columns[:7])
+    r = rows(consistency_table(pd.concat([consistency_trials, perfect, extra], ignore_index=True)))
+    # u1-m 5/7 (n 5), u2-m 25/8 (n 5), u3-m 1 (n 1); u4-m: p_u4 = 1, c = 4/6, agree on i2, i6 -> 2 (n 2).
+    assert r.loc["human-model:m", "error_consistency"] == pytest.approx(
+        float((F(5, 7) + F(25, 8) + 1 + 2) / 13), abs=1e-12)
+    assert r.loc["human-model:m", "n_pairs"] == 4
+    # Against "perfect": u1 c = 3/5, agree 3 of 5 -> 0; u2 c = 2/5, agree 2 of 5 -> 0; u3 c = 1 and u4 c = 1 left out.
+    assert r.loc["human-model:perfect", "error_consistency"] == pytest.approx(0.0, abs=1e-12)
+    assert r.loc["human-model:perfect", "n_pairs"] == 2
+
+
+def test_consistency_has_no_interval_unless_asked_and_resamples_with_seed_0_by_default(consistency_trials):
+    plain = consistency_table(consistency_trials)
+    assert (plain["n_resamples"] == 0).all() and plain["ci_low"].isna().all() and (plain["resample"] == "").all()
+    pd.testing.assert_frame_equal(consistency_table(consistency_trials, n_resamples=30),
+                                  consistency_table(consistency_trials, n_resamples=30, seed=0))
+
+
+def test_a_condition_without_people_is_skipped_and_the_later_ones_are_still_measured(consistency_trials):
+    later = consistency_trials.assign(condition=np.where(consistency_trials["subject_kind"] == "human", "one-shot",
+                                                         "zero-shot"))
+    later = pd.concat([later, later[later["subject_kind"] == "model"].assign(condition="one-shot")], ignore_index=True)
+    table = consistency_table(later)
+    assert set(table["condition"]) == {"one-shot"}
+    pd.testing.assert_frame_equal(table.drop(columns="condition"),
+                                  consistency_table(consistency_trials).drop(columns="condition"))

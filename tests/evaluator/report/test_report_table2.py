@@ -22,7 +22,7 @@ from fractions import Fraction as F
 import pandas as pd
 import pytest
 
-from evaluator.report import per_class, prepare_trials, table2
+from evaluator.report import confusion, per_class, prepare_trials, table2
 
 COLUMNS = ["subject_kind", "condition", "accuracy", "majority_vote_full", "accuracy_on_guesses",
            "majority_vote_on_guesses"]
@@ -95,3 +95,41 @@ def test_a_report_is_computed_for_partial_studies(study, part):
     result = compute_report(subset, options=ReportOptions(bootstrap=20))
     assert len(result.tables["table2_ci"]) == 4 * len(result.tables["table2"])
     assert "table2" in result.figures and result.html.startswith("<!DOCTYPE html>")
+
+
+def test_the_confusion_counts_are_the_hand_counts_of_each_table2_row(study):
+    table = confusion(study)
+    assert list(table.columns) == ["subject_kind", "subject", "condition", "target", "response", "count"]
+    counts = {tuple(row[:-1]): row[-1] for row in table.itertuples(index=False)}
+    zero_shot_humans = {key[3:]: n for key, n in counts.items() if key[:3] == ("human", "", "zero-shot")}
+    # h1-h3 (h4 simulated and h5 attention-failed are left out): class A 3 right, 1 B, 2 idk; B 1 right, 1 C,
+    # 3 idk; C only idk.
+    assert zero_shot_humans == {("A", "A"): 3, ("A", "B"): 1, ("A", "idk"): 2, ("B", "B"): 1, ("B", "C"): 1,
+                                ("B", "idk"): 3, ("C", "idk"): 3}
+    abstainer = {key[3:]: n for key, n in counts.items() if key[:3] == ("model", "abstainer", "zero-shot")}
+    assert abstainer == {("A", "A"): 1, ("A", "idk"): 1, ("B", "B"): 1, ("B", "idk"): 1, ("C", "A"): 1}
+    # Every answer is counted once: 60 trials less h4's and h5's 10.
+    assert sum(counts.values()) == 50
+
+
+def test_an_answer_that_is_no_target_class_is_counted_under_its_own_name(study):
+    renamed = study.copy()
+    renamed.loc[(renamed["subject"] == "h1") & (renamed["item"] == "b2") & (renamed["condition"] == "zero-shot"),
+                "response"] = "D"
+    table = confusion(renamed)
+    zero = table[(table["subject_kind"] == "human") & (table["condition"] == "zero-shot")]
+    assert zero.loc[zero["target"] == "B", ["response", "count"]].values.tolist() == [["B", 1], ["D", 1], ["idk", 3]]
+
+
+def test_per_class_reports_the_models_mean_probability_of_the_true_class_and_nothing_for_humans(study):
+    humans_with_a_probability = study.assign(p_target=study["p_target"].fillna(0.5))  # no model has one for people
+    table = per_class(humans_with_a_probability)
+    assert list(table.columns) == ["subject_kind", "subject", "condition", "class", "n_items", "n_answers",
+                                   "n_guesses", "accuracy", "majority_vote_full", "accuracy_on_guesses",
+                                   "majority_vote_on_guesses", "mean_p_target"]
+    clip = table[(table["subject"] == "clip") & (table["condition"] == "zero-shot")].set_index("class")
+    # a1 0.9, a2 0.3 | b1 0.88, b2 0.7 | c1 0.95
+    assert clip["mean_p_target"].tolist() == pytest.approx([0.6, 0.79, 0.95], abs=1e-12)
+    assert table.loc[table["subject_kind"] == "human", "mean_p_target"].isna().all()
+    without = per_class(study.drop(columns=["p_target", "p_response"]))
+    assert without["mean_p_target"].dtype == float and without["mean_p_target"].isna().all()
