@@ -11,6 +11,16 @@ from studyapp.models import ClassLabel, Dataset, Item, Study
 from studyapp.services.images import image_normalise, image_store
 from studyapp.services.studies import study_create
 
+# The 37 Oxford-IIIT Pet breeds, as the demo names them.
+PET_BREEDS = [
+    "Abyssinian", "American Bulldog", "American Pit Bull Terrier", "Basset Hound", "Beagle", "Bengal", "Birman",
+    "Bombay", "Boxer", "British Shorthair", "Chihuahua", "Egyptian Mau", "English Cocker Spaniel", "English Setter",
+    "German Shorthaired", "Great Pyrenees", "Havanese", "Japanese Chin", "Keeshond", "Leonberger", "Maine Coon",
+    "Miniature Pinscher", "Newfoundland", "Persian", "Pomeranian", "Pug", "Ragdoll", "Russian Blue", "Saint Bernard",
+    "Samoyed", "Scottish Terrier", "Shiba Inu", "Siamese", "Sphynx", "Staffordshire Bull Terrier", "Wheaten Terrier",
+    "Yorkshire Terrier",
+]
+
 PALETTE = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (230, 200, 30), (150, 60, 200), (30, 200, 200)]
 
 

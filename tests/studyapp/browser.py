@@ -10,7 +10,7 @@ from PIL import Image
 
 from studyapp.models import Study
 from studyapp.services.datasets import dataset_import
-from tests.factories import make_dataset, make_study
+from tests.factories import PET_BREEDS, make_dataset, make_study
 
 CHROMIUM = {
     "executable_path": "/usr/bin/chromium",
@@ -22,15 +22,6 @@ PHONE = {"width": 390, "height": 844}
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_PETS = ROOT.parent / "shared" / "data" / "oxford_pets"
 SCREENSHOTS = ROOT / "docs" / "img"
-# The 37 Oxford-IIIT Pet breeds, as the demo names them.
-PET_BREEDS = [
-    "Abyssinian", "American Bulldog", "American Pit Bull Terrier", "Basset Hound", "Beagle", "Bengal", "Birman",
-    "Bombay", "Boxer", "British Shorthair", "Chihuahua", "Egyptian Mau", "English Cocker Spaniel", "English Setter",
-    "German Shorthaired", "Great Pyrenees", "Havanese", "Japanese Chin", "Keeshond", "Leonberger", "Maine Coon",
-    "Miniature Pinscher", "Newfoundland", "Persian", "Pomeranian", "Pug", "Ragdoll", "Russian Blue", "Saint Bernard",
-    "Samoyed", "Scottish Terrier", "Shiba Inu", "Siamese", "Sphynx", "Staffordshire Bull Terrier", "Wheaten Terrier",
-    "Yorkshire Terrier",
-]
 
 _axe = Axe()
 

@@ -113,26 +113,18 @@ class Command(BaseCommand):
     def _wait_training(self, training: HouseTraining, *, worker_timeout: float) -> Path:
         from tqdm import tqdm
 
-        started = time.monotonic()
-        checked_workers = False
+        def poll() -> tuple[bool, bool]:
+            training.refresh_from_db()
+            bar.n = round(100 * training.progress, 1)
+            bar.set_postfix_str(training.detail[:60], refresh=False)
+            bar.refresh()
+            finished = training.status in (HouseTraining.Status.DONE, HouseTraining.Status.FAILED)
+            return finished, training.status == HouseTraining.Status.PENDING
+
         with tqdm(total=100, unit="%", desc="training the house model", file=self.stderr._out, dynamic_ncols=True,
                   bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}{postfix}]") as bar:
-            try:
-                while True:
-                    training.refresh_from_db()
-                    bar.n = round(100 * training.progress, 1)
-                    bar.set_postfix_str(training.detail[:60], refresh=False)
-                    bar.refresh()
-                    if training.status in (HouseTraining.Status.DONE, HouseTraining.Status.FAILED):
-                        break
-                    if (not checked_workers and training.status == HouseTraining.Status.PENDING
-                            and time.monotonic() - started > worker_timeout):
-                        checked_workers = True
-                        self._require_worker()
-                    time.sleep(0.5)
-            except KeyboardInterrupt:
-                bar.close()
-                raise CommandError(f"stopped watching; training {training.code} goes on in the worker") from None
+            self._follow(bar, poll=poll, worker_timeout=worker_timeout,
+                         stopped=f"stopped watching; training {training.code} goes on in the worker")
         if training.status == HouseTraining.Status.FAILED:
             raise CommandError(f"training the house model failed: {training.error}")
         return Path(training.checkpoint)
@@ -163,28 +155,38 @@ class Command(BaseCommand):
         from tqdm import tqdm
 
         progress = model_run_progress(run=run)
-        started = time.monotonic()
-        checked_workers = False
+
+        def poll() -> tuple[bool, bool]:
+            nonlocal progress
+            progress = model_run_progress(run=run)
+            bar.n = progress["items_done"]
+            bar.set_postfix(status=progress["status"], failed=progress["items_failed"], refresh=False)
+            bar.refresh()
+            return progress["status"] in FINISHED, progress["status"] == ModelRun.Status.PENDING
+
         with tqdm(total=progress["items_total"], unit="item", desc=run.name[:40], file=self.stderr._out,
                   dynamic_ncols=True) as bar:
-            try:
-                while True:
-                    progress = model_run_progress(run=run)
-                    bar.n = progress["items_done"]
-                    bar.set_postfix(status=progress["status"], failed=progress["items_failed"], refresh=False)
-                    bar.refresh()
-                    if progress["status"] in FINISHED:
-                        break
-                    if (not checked_workers and progress["status"] == ModelRun.Status.PENDING
-                            and time.monotonic() - started > worker_timeout):
-                        checked_workers = True
-                        self._require_worker()
-                    time.sleep(0.5)
-            except KeyboardInterrupt:
-                bar.close()
-                raise CommandError(f"stopped watching; run {run.code} goes on in the workers "
-                                   "(cancel it in the admin)") from None
+            self._follow(bar, poll=poll, worker_timeout=worker_timeout,
+                         stopped=f"stopped watching; run {run.code} goes on in the workers (cancel it in the admin)")
         self._report(progress, run)
+
+    def _follow(self, bar, *, poll, worker_timeout: float, stopped: str) -> None:
+        """Poll twice a second until poll() says finished; if the work is still pending after worker_timeout,
+        check once that a worker consumes the queue (else the wait would never end)."""
+        started = time.monotonic()
+        checked_workers = False
+        try:
+            while True:
+                finished, pending = poll()
+                if finished:
+                    return
+                if not checked_workers and pending and time.monotonic() - started > worker_timeout:
+                    checked_workers = True
+                    self._require_worker()
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            bar.close()
+            raise CommandError(stopped) from None
 
     def _require_worker(self) -> None:
         from evaluator.celery_app import app

@@ -10,7 +10,7 @@ from evaluator.services.specs import ModelSpec, default_templates, model_run_def
 from studyapp.models import ClassLabel, Dataset
 from studyapp.services.images import image_path
 from tests.evaluator.helpers import create_run, score_all
-from tests.factories import make_dataset, make_study
+from tests.factories import PET_BREEDS, make_dataset, make_study
 
 pytestmark = pytest.mark.django_db
 
@@ -51,18 +51,10 @@ def test_model_choices_that_cannot_be_one_reproducible_model_are_refused(tmp_pat
         model_spec_resolve(model_name="ViT-B-32", pretrained="openai", checkpoint=str(tmp_path / "x.pt"))
 
 
-PETS_BREEDS = [
-    "Abyssinian", "American Bulldog", "American Pit Bull Terrier", "Basset Hound", "Beagle", "Bengal", "Birman",
-    "Bombay", "Boxer", "British Shorthair", "Chihuahua", "Egyptian Mau", "English Cocker Spaniel", "English Setter",
-    "German Shorthaired", "Great Pyrenees", "Havanese", "Japanese Chin", "Keeshond", "Leonberger", "Maine Coon",
-    "Miniature Pinscher", "Newfoundland", "Persian", "Pomeranian", "Pug", "Ragdoll", "Russian Blue", "Saint Bernard",
-    "Samoyed", "Scottish Terrier", "Shiba Inu", "Siamese", "Sphynx", "Staffordshire Bull Terrier", "Wheaten Terrier",
-    "Yorkshire Terrier",
-]
 
 
 def test_pets_studies_get_the_clip_paper_pets_prompt_and_prompt_names_in_class_index_order(tiny_checkpoint):
-    dataset = make_dataset(name="any name", class_names=PETS_BREEDS, train_per_class=2, test_per_class=1)
+    dataset = make_dataset(name="any name", class_names=PET_BREEDS, train_per_class=2, test_per_class=1)
     # Prompt names as an import sets them for Pets (CLIP's), in an order unlike the class order.
     for label in dataset.classes.all():
         ClassLabel.objects.filter(pk=label.pk).update(prompt_name=f"breed {36 - label.index}")
