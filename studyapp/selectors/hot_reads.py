@@ -121,15 +121,20 @@ def _owner_params(*, study_code, participant_code, code, connection) -> list | N
             _uuid(Study, "code", study_code, connection)]
 
 
+def _run(name: str, params: list, connection, *, one: bool):
+    """Run a statement of _statement's; its first row (None when there is none), or all of them."""
+    with connection.cursor() as cursor:
+        cursor.execute(_statement(name, connection), params)
+        return cursor.fetchone() if one else cursor.fetchall()
+
+
 def participant_trial_get(*, study_code, participant_code, code, connection=default_connection) -> Assignment | None:
     """The asker's own trial with its participant, study, condition and item (one statement), else None.
     Withdrawn participants are found too: the page sends them to the "you left" page."""
     params = _owner_params(study_code=study_code, participant_code=participant_code, code=code, connection=connection)
     if params is None:
         return None
-    with connection.cursor() as cursor:
-        cursor.execute(_statement("trial", connection), params)
-        row = cursor.fetchone()
+    row = _run("trial", params, connection, one=True)
     if row is None:
         return None
     cut = [0]
@@ -151,9 +156,7 @@ def trial_image_path(*, study_code, participant_code, code, connection=default_c
     params = _owner_params(study_code=study_code, participant_code=participant_code, code=code, connection=connection)
     if params is None:
         return None
-    with connection.cursor() as cursor:
-        cursor.execute(_statement("trial_image", connection), params)
-        row = cursor.fetchone()
+    row = _run("trial_image", params, connection, one=True)
     return row[0] if row else None
 
 
@@ -174,10 +177,8 @@ def image_viewer_get(*, study_code, code, connection=default_connection) -> Imag
     study_code, participant_code = as_uuid(study_code), as_uuid(code)
     if study_code is None or participant_code is None:
         return None
-    with connection.cursor() as cursor:
-        cursor.execute(_statement("viewer", connection), [_uuid(Participant, "code", participant_code, connection),
-                                                          _uuid(Study, "code", study_code, connection)])
-        row = cursor.fetchone()
+    row = _run("viewer", [_uuid(Participant, "code", participant_code, connection),
+                          _uuid(Study, "code", study_code, connection)], connection, one=True)
     if row is None:
         return None
     study_id, consent, design, condition_id, phases_entered = row
@@ -190,19 +191,14 @@ def participant_trials_brief(*, participant_id: int, connection=default_connecti
     """(condition id, status, position, code) of each of the participant's trials that did not expire unclaimed:
     the trial page's progress and the next trial, whose photo it prefetches. The code as the database returns
     it (a UUID, or its hex on SQLite): as_uuid() the one you need."""
-    with connection.cursor() as cursor:
-        cursor.execute(_statement("trials", connection), [participant_id, Assignment.Status.EXPIRED])
-        return cursor.fetchall()
+    return _run("trials", [participant_id, Assignment.Status.EXPIRED], connection, one=False)
 
 
 def participant_open_trials(*, participant: Participant, condition: Condition,
                             connection=default_connection) -> Iterator[Assignment]:
     """The participant's unanswered trials of a part in the order shown, as instances holding only id, code,
     status and position (the rest loads on first use, one query): the next trial's redirect needs its code."""
-    with connection.cursor() as cursor:
-        cursor.execute(_statement("open_trials", connection),
-                       [participant.pk, condition.pk, Assignment.Status.ANSWERED])
-        rows = cursor.fetchall()
+    rows = _run("open_trials", [participant.pk, condition.pk, Assignment.Status.ANSWERED], connection, one=False)
     for pk, code, status, position in rows:  # built as the caller goes: it usually stops at the first
         trial = _partial(Assignment, connection, id=pk, participant_id=participant.pk, condition_id=condition.pk,
                          code=as_uuid(code), status=status, position=position)
