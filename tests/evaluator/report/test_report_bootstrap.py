@@ -4,6 +4,7 @@ Slow references share only the draws (item and participant weights) with the cod
 statistic and every quantile is recomputed here with plain Python over the trial rows.
 """
 
+import importlib
 import math
 from collections import Counter, defaultdict
 
@@ -459,3 +460,23 @@ def test_projecting_to_more_participants_narrows_the_interval_as_one_over_the_ro
 def test_a_percentile_interval_of_one_value_is_that_value_and_of_none_undefined():
     assert percentile_interval(np.array([0.3, np.nan]), 0.95) == (0.3, 0.3)
     assert all(math.isnan(x) for x in percentile_interval(np.array([np.nan]), 0.95))
+
+
+def test_item_weights_draw_n_minus_1_items_in_classes_of_several_items():
+    # The fixture's classes hold one or two items, where n - 1 and n - 2 both come out as one draw.
+    items = [(f"{cls}{i}", cls) for cls, n in (("a", 4), ("b", 3)) for i in range(n)]
+    trials = pd.DataFrame([{"subject": "h1", "subject_kind": "human", "condition": "zero-shot", "item": item,
+                            "target": cls, "response": cls, "rt_ms": 900.0} for item, cls in items])
+    enc = encode(trials)
+    sampler = WeightSampler(enc)
+    v = sampler.items(np.random.default_rng(1), 20)
+    assert sampler.n_draws == 3 + 2
+    for cls, n_c in (("a", 4), ("b", 3)):
+        code = list(enc.classes).index(cls)
+        assert (v[:, enc.item_class == code].sum(axis=1) == n_c - 1).all()
+
+
+def test_resamples_split_into_chunks_add_up_to_the_number_asked_for(monkeypatch):
+    module = importlib.import_module("evaluator.report.bootstrap")  # the package exports a function of that name
+    monkeypatch.setattr(module, "_CHUNK_CELLS", 30)
+    assert list(module._chunks(10, 10)) == [3, 3, 3, 1]

@@ -133,3 +133,34 @@ def test_per_class_reports_the_models_mean_probability_of_the_true_class_and_not
     assert table.loc[table["subject_kind"] == "human", "mean_p_target"].isna().all()
     without = per_class(study.drop(columns=["p_target", "p_response"]))
     assert without["mean_p_target"].dtype == float and without["mean_p_target"].isna().all()
+
+
+def model_trials(answers: dict[tuple[str, str], list[bool]]) -> pd.DataFrame:
+    """Trials of model subjects: {(subject, condition): right or wrong per item}, items of two classes."""
+    rows = []
+    for (subject, condition), rights in answers.items():
+        for i, right in enumerate(rights):
+            target = "a" if i % 2 == 0 else "b"
+            rows.append({"subject": subject, "subject_kind": "model", "condition": condition, "item": f"i{i}",
+                         "target": target, "response": target if right else ("b" if target == "a" else "a"),
+                         "rt_ms": 0.0})
+    return pd.DataFrame(rows)
+
+
+def test_three_models_in_two_conditions_keep_six_rows_with_their_own_values():
+    # More model subjects than conditions is where a (subject, condition) code could collide.
+    answers = {(m, c): [k < n for k in range(4)]
+               for n, (m, c) in enumerate((m, c) for m in ("m0", "m1", "m2") for c in ("zero-shot", "one-shot"))}
+    result = table2(model_trials(answers))
+    assert len(result) == 6
+    for (subject, condition), rights in answers.items():
+        row = result[(result["subject"] == subject) & (result["condition"] == condition)]
+        assert len(row) == 1
+        # Two classes of two items each: the mean per-class accuracy of these answers.
+        per_class = [sum(rights[0::2]) / 2, sum(rights[1::2]) / 2]
+        assert row["accuracy"].iloc[0] == pytest.approx(100 * sum(per_class) / 2)
+
+
+def test_rows_follow_the_paper_order_of_conditions_whatever_order_the_trials_come_in():
+    answers = {("m0", "two-shot"): [True] * 4, ("m0", "one-shot"): [True] * 4, ("m0", "zero-shot"): [False] * 4}
+    assert list(table2(model_trials(answers))["condition"]) == ["zero-shot", "one-shot", "two-shot"]
