@@ -1,6 +1,6 @@
 """Malformed data at the import entry point: a clear error naming the problem, and the stored data unchanged.
 
-tests/studyapp/test_import.py already covers 0-byte files, non-images, a 300-byte truncation, tiny
+tests/studyapp/services/test_datasets.py already covers 0-byte files, non-images, a 300-byte truncation, tiny
 images, a PNG just over the pixel limit, latin-1 and wrong-column CSVs, path traversal and
 duplicates. This corpus covers the rest. Every case runs next to an existing dataset and compares
 row counts and media files before and after: a refused import must leave no trace.

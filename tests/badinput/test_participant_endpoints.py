@@ -10,7 +10,7 @@ from django.test import Client
 
 from studyapp.models import Assignment, Participant, Response
 from tests.factories import make_dataset, make_study
-from tests.studyapp.test_participants_flow import join_url, start
+from tests.studyapp.helpers import join_url, start
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ from tests.factories import make_dataset, make_study
 from tests.faults.flow import first_trial, form_token, offered_choices, trial_code
 from tests.participant_client import ParticipantBrowser, ParticipantLog, participant_flow
 from tests.processes import ROOT, Gunicorn, PgCluster, free_port, server_env
-from tests.studyapp.test_participants_flow import join_url, start
+from tests.studyapp.helpers import join_url, start
 
 FRIENDLY = "Back in a moment"
 

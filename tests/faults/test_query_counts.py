@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 
 from studyapp.pages import EXAMPLE_IMAGE
 from tests.factories import make_dataset, make_study
-from tests.studyapp.test_participants_flow import start, trial_code
+from tests.studyapp.helpers import start, trial_code
 
 pytestmark = pytest.mark.django_db
 

@@ -21,7 +21,7 @@ from studyapp.models import Assignment, Dataset, Participant, Study
 from studyapp.pages import ENROL, EXAMPLE_IMAGE
 from studyapp.services.studies import study_close
 from tests.factories import make_dataset, make_study
-from tests.studyapp.test_participants_flow import answer, consent, join_url, trial_code
+from tests.studyapp.helpers import answer, consent, join_url, trial_code
 
 # Distinctive names: any appearance outside the answer buttons and the example gallery is a leak.
 BREEDS = ["Abyssinian", "Bengal", "Siamese"]

@@ -16,7 +16,7 @@ from tests.factories import make_dataset, make_study
 from tests.faults.flow import first_trial
 from tests.participant_client import ParticipantBrowser
 from tests.processes import free_port, wait_for_port
-from tests.studyapp.test_participants_flow import answer, start
+from tests.studyapp.helpers import answer, start
 
 PREFIX = "/_protected_images/"
 CADDYFILE = Path(__file__).resolve().parents[2] / "deploy" / "caddy" / "Caddyfile"

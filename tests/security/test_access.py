@@ -12,7 +12,7 @@ from django.test import Client
 from studyapp.models import Assignment, Item, Participant, Response, ShotExample, Study
 from tests.factories import make_dataset, make_study
 from tests.security.crawl import crawl_participant_pages
-from tests.studyapp.test_participants_flow import consent, join_url, participant_of, start, trial_code
+from tests.studyapp.helpers import consent, join_url, participant_of, start, trial_code
 
 pytestmark = pytest.mark.django_db
 

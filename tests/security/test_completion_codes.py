@@ -8,7 +8,7 @@ from django.test import Client
 
 from studyapp.models import Participant
 from tests.factories import make_dataset, make_study
-from tests.studyapp.test_participants_flow import consent, finish, participant_of, start
+from tests.studyapp.helpers import consent, finish, participant_of, start
 
 pytestmark = pytest.mark.django_db
 

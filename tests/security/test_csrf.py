@@ -10,7 +10,7 @@ from studyapp.models import Assignment, Participant, Response
 from studyapp.pages import CSRF, ENROL
 from tests.factories import make_dataset, make_study
 from tests.security.crawl import crawl_participant_pages
-from tests.studyapp.test_participants_flow import join_url
+from tests.studyapp.helpers import join_url
 
 pytestmark = pytest.mark.django_db
 

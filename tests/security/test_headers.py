@@ -7,7 +7,7 @@ from django.test import Client
 
 from tests.factories import make_dataset, make_study
 from tests.security.crawl import crawl_participant_pages
-from tests.studyapp.test_participants_flow import consent
+from tests.studyapp.helpers import consent
 
 pytestmark = pytest.mark.django_db
 

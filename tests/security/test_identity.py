@@ -19,7 +19,7 @@ from django.utils import timezone
 from studyapp.models import Assignment, Participant, Response, ShotExample, Study
 from studyapp.pages import ENROL
 from tests.factories import make_dataset, make_study
-from tests.studyapp.test_participants_flow import answer, consent, join_url, participant_of, start, trial_code
+from tests.studyapp.helpers import answer, consent, join_url, participant_of, start, trial_code
 
 pytestmark = pytest.mark.django_db
 

@@ -16,7 +16,7 @@ from studyapp.models import Dataset, Item, Study
 from studyapp.services.datasets import DatasetImportError, dataset_import
 from studyapp.services.studies import study_create, study_open
 from tests.factories import image_bytes, write_image
-from tests.studyapp.test_participants_flow import start
+from tests.studyapp.helpers import start
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from studyapp.models import Participant
 from studyapp.pages import CSRF, ENROL
 from tests.factories import make_dataset, make_study
 from tests.participant_client import ParticipantBrowser
-from tests.studyapp.test_participants_flow import consent, join_url
+from tests.studyapp.helpers import consent, join_url
 
 
 def small_study():

@@ -1,12 +1,9 @@
-import io
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
 from django.urls import reverse
 
 from studyapp.models import ClassLabel, Dataset, Item, ShotExample, Study
-from studyapp.services.demo import PETS_DATASET
 from tests.factories import make_dataset, make_study, write_image
 
 pytestmark = pytest.mark.django_db
@@ -180,22 +177,3 @@ def test_the_admin_refuses_a_study_whose_shots_cannot_be_drawn(admin_client):
     assert response.status_code == 200
     assert "2 shot example(s) per class are needed" in response.content.decode()
     assert not Study.objects.filter(title="Too few").exists()
-
-
-@pytest.mark.skipif(not (SHARED_DATA / "oxford_pets").is_dir(), reason="../shared/data is not beside this checkout")
-def test_setup_demo_creates_both_studies_once_and_prints_pets_first():
-    out = io.StringIO()
-    call_command("setup_demo", "--data", str(SHARED_DATA), stdout=out)
-    codes = out.getvalue().split()
-    again = io.StringIO()
-    call_command("setup_demo", "--data", str(SHARED_DATA), stdout=again)
-    assert again.getvalue().split() == codes
-    pets = Study.objects.get(code=codes[0])
-    assert pets.dataset.name == PETS_DATASET and pets.dataset.classes.count() == 37
-    assert pets.status == Study.Status.OPEN
-    assert {c.shots: c.shot_examples.count() for c in pets.conditions.all()} == {0: 0, 1: 37, 2: 74}
-    # Every breed has test items, and none of them is a shot.
-    assert pets.study_items.values("item__label").distinct().count() == 37
-    shots = set(ShotExample.objects.filter(condition__study=pets).values_list("item", flat=True))
-    assert not shots & set(pets.study_items.values_list("item", flat=True))
-    assert Study.objects.get(code=codes[1]).dataset.classes.count() == 10

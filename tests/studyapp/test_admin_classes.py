@@ -3,7 +3,8 @@
 import pytest
 from django.urls import reverse
 
-from studyapp.models import ClassLabel
+from studyapp.models import ClassLabel, ClassNameTranslation
+from studyapp.services.studies import study_open
 from tests.factories import make_dataset, make_study
 
 pytestmark = pytest.mark.django_db
@@ -41,3 +42,15 @@ def test_once_a_study_of_the_dataset_is_open_its_classes_are_read_only_in_the_ad
     admin_client.post(url, _inline_form(dataset, {0: "a red square"}))
 
     assert ClassLabel.objects.get(dataset=dataset, index=0).prompt_name == "class a"
+
+
+def test_the_admin_edits_class_name_translations_of_a_draft_study_and_shows_them_read_only_once_open(admin_client):
+    dataset = make_dataset(n_classes=2)
+    draft = make_study(dataset=dataset, open_it=False, language="ko")
+    url = reverse("admin:studyapp_study_change", args=[draft.pk])
+    assert 'name="class_names-TOTAL_FORMS"' in admin_client.get(url).content.decode()
+    label = dataset.classes.get(index=0)
+    ClassNameTranslation.objects.create(study=draft, label=label, name="고양이")
+    opened = study_open(study=draft)
+    html = admin_client.get(reverse("admin:studyapp_study_change", args=[opened.pk])).content.decode()
+    assert "고양이" in html and 'name="class_names-0-name"' not in html  # read-only, like the study's design

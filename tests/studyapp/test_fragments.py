@@ -16,7 +16,7 @@ from studyapp.selectors.hot_reads import participant_trial_get
 from studyapp.selectors.participants import trial_page
 from studyapp.services.studies import study_open
 from tests.factories import make_dataset, make_study
-from tests.studyapp.test_participants_flow import answer, participant_of, start, trial_code
+from tests.studyapp.helpers import answer, participant_of, start, trial_code
 
 pytestmark = pytest.mark.django_db
 

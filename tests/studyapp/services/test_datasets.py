@@ -13,7 +13,7 @@ from tests.factories import image_bytes, write_image
 
 pytestmark = pytest.mark.django_db
 
-SHARED_PETS = Path(__file__).resolve().parents[3] / "shared" / "data" / "oxford_pets"
+SHARED_PETS = Path(__file__).resolve().parents[4] / "shared" / "data" / "oxford_pets"
 
 
 def nothing_written() -> bool:

@@ -1,4 +1,5 @@
-"""Helpers (no tests here) that walk a participant through the pages with Django's test client."""
+"""Helpers (no tests here) that walk a participant through the pages with Django's test client, and the small
+studies the participant tests share."""
 
 import re
 from urllib.parse import urlencode
@@ -7,6 +8,7 @@ from django.test import Client, RequestFactory
 
 from studyapp.models import Assignment, Participant, Study
 from studyapp.pages import TRIAL_PATH
+from tests.factories import make_dataset, make_study
 
 
 def join_url(study: Study, **params) -> str:
@@ -54,3 +56,21 @@ def participant_of(client: Client, study: Study) -> Participant:
     request = RequestFactory().get("/", HTTP_COOKIE=client.cookies.output(header="", sep=";"))
     code = request.get_signed_cookie(f"participant_{study.code.hex}", salt="studyapp.participant")
     return Participant.objects.get(code=code)
+
+
+def small_study(**fields) -> Study:
+    """Three classes of two test items each, two trials a part unless `fields` say otherwise."""
+    fields.setdefault("items_per_participant", 2)
+    return make_study(dataset=make_dataset(n_classes=3, train_per_class=3, test_per_class=2), **fields)
+
+
+def path(response) -> str:
+    """The path of the page a followed response ended on."""
+    return response.request["PATH_INFO"]
+
+
+def attention_study(**fields) -> Study:
+    """One zero-shot part of four test items, with as many attention checks (rate 0.5) drawn from spare shot images."""
+    dataset = make_dataset(n_classes=3, train_per_class=6, test_per_class=4)
+    return make_study(dataset=dataset, design=Study.Design.BETWEEN, shots=(0,), items_per_participant=4,
+                      attention_check_rate=0.5, attention_threshold=0.75, **fields)

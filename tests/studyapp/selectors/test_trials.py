@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.test import Client
 from django.utils import timezone
 
 from evaluator.report import ReportOptions, compute_tables
@@ -16,6 +17,7 @@ from evaluator.study_reports import study_trials
 from studyapp.models import Assignment, ClassLabel, Item, Participant, Response, ShotExample
 from studyapp.selectors.trials import TRIAL_COLUMNS, human_trials
 from tests.factories import make_dataset, make_study
+from tests.studyapp.helpers import answer, start, trial_code
 
 pytestmark = pytest.mark.django_db
 
@@ -101,3 +103,32 @@ def test_the_report_from_the_database_leaves_out_simulated_and_attention_failed_
     human = tables["table2"].set_index("subject_kind").loc["human"]
     assert human["accuracy"] == pytest.approx(accuracy)
     assert counts["n_participants"] == participants and counts["n_human_answers"] == participants * len(items)
+
+
+def test_the_report_leaves_out_inattentive_answers_or_participants_only_when_asked():
+    # Two participants, four answers each, all correct but one of "b"'s, given with the page hidden 9 s. The true
+    # accuracies are known: all answers 7/8; without that answer 7/7; without participant b 4/4.
+    study = make_study(dataset=make_dataset(n_classes=2, test_per_class=2), shots=(0,), items_per_participant=4)
+    for name in ("a", "b"):
+        client = Client()
+        page = start(client, study, pid=name)
+        n = 0
+        while trial_code(page):
+            trial = Assignment.objects.get(code=trial_code(page))
+            bad = name == "b" and n == 0
+            choice = str((trial.item.label.index + 1) % 2) if bad else None
+            page = answer(client, page, choice, hidden_ms="9000" if bad else "0", blur_count="1" if bad else "0")
+            n += 1
+    trials = study_trials(study=study)
+    assert {"blur_count", "hidden_ms"} <= set(trials.columns)
+
+    def accuracy(**options) -> tuple[float, int]:
+        tables, counts = compute_tables(trials, options=ReportOptions(bootstrap=0, average="micro", **options))
+        row = tables["table2"].query("subject_kind == 'human'").iloc[0]
+        return round(row["accuracy"], 1), counts["n_human_answers"]
+
+    assert accuracy() == (87.5, 8)  # off by default
+    assert accuracy(max_hidden_ms=5000) == (100.0, 7)
+    assert accuracy(max_blur_count=0, attention_unit="participant") == (100.0, 4)
+    _, counts = compute_tables(trials, options=ReportOptions(bootstrap=0, max_hidden_ms=5000))
+    assert counts["inattentive_answers_excluded"] == 1

@@ -155,32 +155,6 @@ def test_a_study_opened_before_protocols_existed_gets_a_retrospective_one():
 # --------------------------------------------------------------------------------------------- checks
 
 
-def test_the_data_of_an_untouched_study_match_its_protocol():
-    study = an_open_study()
-    check = protocol_check(study=study, protocol=study.protocol, items=[str(si.item.code) for si in
-                                                                        study.study_items.select_related("item")],
-                           conditions=["zero-shot", "two-shot"])
-    assert check.matches and check.intact and check.problems == []
-    assert "9 test items with their content hashes" in check.checked
-
-
-def test_an_image_swapped_behind_the_triggers_back_is_a_mismatch_named_in_the_check():
-    study = an_open_study()
-    item = study.study_items.select_related("item").first().item
-    with transaction.atomic(), frozen.triggers_lifted(connection):  # what only direct database access can do
-        Item.objects.filter(pk=item.pk).update(content_hash="0" * 64)
-    check = protocol_check(study=study, protocol=study.protocol)
-    assert not check.matches
-    assert check.problems == ["items differ from the protocol: 0 missing, 0 added, 1 changed (content hash or class)"]
-
-
-def test_trial_items_or_conditions_the_protocol_does_not_list_are_a_mismatch():
-    study = an_open_study(shots=(0, 1))
-    check = protocol_check(study=study, protocol=study.protocol, items=["not-an-item"], conditions=["two-shot"])
-    assert check.problems == ["1 item(s) of the trial table are not in the protocol (e.g. not-an-item)",
-                              "condition(s) two-shot of the trial table are not in the protocol"]
-
-
 def test_every_report_cites_the_protocol_hash_and_says_the_data_match_it(scored_study):  # noqa: F811
     trials = study_trials(study=scored_study)
     options = ReportOptions(bootstrap=20, static=False)

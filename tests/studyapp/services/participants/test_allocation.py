@@ -1,31 +1,30 @@
 import random
-import threading
 import uuid
 from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count
+from django.test import Client
 from django.utils import timezone
 
 from studyapp.models import Assignment, Participant, Response, Study
 from studyapp.selectors.participants import Step
 from studyapp.services.participants import (
-    JoinLink,
     allocation,
     assignment_next,
     items_choose,
     participant_allocate_next_step,
     participant_enrol,
-    participant_enter,
     participant_start,
     response_submit,
 )
-from studyapp.services.participants.allocation import _claim_slot
+from studyapp.services.participants.allocation import _claim_slot, checks_minimum_per_part
 from studyapp.services.studies import study_close, study_create, study_open
 from studyapp.simulation import simulation_run
 from tests.factories import make_dataset, make_study
+from tests.studyapp.helpers import attention_study, finish, participant_of, start
 
 
 def enrol(study: Study, **fields) -> Participant:
@@ -472,31 +471,44 @@ def test_many_simultaneous_participants_stay_balanced_between_subjects():
     assert_filled_exactly(study, conditions=3)
 
 
-@pytest.mark.django_db(transaction=True)
-def test_simultaneous_joins_with_one_prolific_id_and_session_enrol_one_participant():
-    # Eight browsers post their own consent forms at once with the same id and session: one enrols, the
-    # others prove they are that participant (the session matches) and resume it; none is refused.
-    study = make_study()
-    barrier = threading.Barrier(8)
-    joined, failures = [], []
+# Attention checks
 
-    def join():
-        try:
-            barrier.wait()
-            outcome = participant_enter(study=study, enrolment=uuid.uuid4(), consent=True,
-                                        link=JoinLink(external_id="same", external_session_id="session-1"))
-            joined.append((outcome.entry.value, outcome.participant.pk))
-        except Exception as exc:  # reported below
-            failures.append(exc)
-        finally:
-            connections.close_all()
 
-    threads = [threading.Thread(target=join) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == []
-    assert sorted(entry for entry, _ in joined) == ["joined"] + ["resumed"] * 7
-    assert len({pk for _, pk in joined}) == 1
-    assert Participant.objects.filter(study=study).count() == 1
+@pytest.mark.django_db
+def test_attention_checks_are_known_answer_items_that_are_never_shot_examples_nor_counted_as_answers():
+    study = attention_study()
+    client = Client()
+    finish(client, start(client, study))
+    participant = participant_of(client, study)
+    checks = participant.assignments.filter(is_attention_check=True)
+    assert checks.count() == 4  # rate 0.5: as many checks as test items
+    assert all(a.slot is None and a.item.split == study.shot_split for a in checks)
+    assert participant.assignments.filter(is_attention_check=False).count() == 4
+    assert not participant.attention_failed
+
+
+@pytest.mark.django_db
+def test_without_spare_known_answer_items_attention_checks_are_skipped_with_a_warning(caplog):
+    # Two training images per class, both used as two-shot examples: nothing left to check with.
+    study = make_study(dataset=make_dataset(n_classes=3, train_per_class=2), attention_check_rate=0.3)
+    client = Client()
+    finish(client, start(client, study))
+    assert not Assignment.objects.filter(is_attention_check=True).exists()
+    assert "attention check" in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_study_longer_than_five_minutes_gives_everyone_at_least_two_attention_checks():
+    dataset = make_dataset(n_classes=3, train_per_class=6, test_per_class=12)
+    long_study = make_study(dataset=dataset, design=Study.Design.BETWEEN, items_per_participant=60,
+                            attention_check_rate=0.01)  # 1 % of 36 items would mostly round to none
+    short_study = make_study(dataset=dataset, design=Study.Design.BETWEEN, items_per_participant=5,
+                             attention_check_rate=0.01)
+    assert checks_minimum_per_part(study=long_study) == 2 and checks_minimum_per_part(study=short_study) == 0
+    within = make_study(dataset=dataset, items_per_participant=20, attention_check_rate=0.05)
+    assert checks_minimum_per_part(study=within) == 1  # three parts: at least three checks in all
+    for n in range(4):
+        start(Client(), long_study, pid=f"long-{n}")
+    per_person = [p.assignments.filter(is_attention_check=True).count()
+                  for p in Participant.objects.filter(study=long_study)]
+    assert min(per_person) >= 2

@@ -1,0 +1,104 @@
+"""studyapp.services.participants.answers: an answer recorded exactly once, only as a value the page offered."""
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from studyapp.models import Assignment, Response, Study
+from studyapp.services.participants import participant_withdraw, response_submit
+from tests.factories import make_dataset, make_study
+from tests.studyapp.helpers import answer, participant_of, path, small_study, start, trial_code
+
+pytestmark = pytest.mark.django_db
+
+
+def test_i_dont_know_is_offered_only_when_the_study_allows_it():
+    study = small_study(allow_idk=False)
+    client = Client()
+    page = start(client, study)
+    assert 'value="idk"' not in page.content.decode()
+    assert answer(client, page, choice="idk").status_code == 400
+    assert not Response.objects.exists()
+
+
+def test_a_double_submit_stores_one_answer_and_keeps_the_first():
+    study = small_study()
+    client = Client()
+    page = start(client, study)
+    url = path(page)
+    first = client.post(url, {"choice": "0", "rt_client_ms": "1234"})
+    second = client.post(url, {"choice": "1", "rt_client_ms": "99"})
+    assert first.status_code == second.status_code == 302
+    response = Response.objects.get()
+    assert (response.choice.index, response.rt_client_ms) == (0, 1234)
+    assert response.rt_server_ms is not None
+
+
+def test_a_trial_works_as_a_plain_form_post_without_javascript():
+    study = small_study()
+    client = Client()
+    page = start(client, study)
+    html = page.content.decode()
+    form_action = re.search(r'<form method="post" action="([^"]+)"', html)[1]
+    assert form_action == path(page)  # the answer goes to the trial's own URL
+    page = client.post(form_action, {"choice": "idk", "rt_client_ms": ""}, follow=True)
+    response = Response.objects.get()
+    assert response.is_idk and response.rt_client_ms is None
+
+
+def test_a_late_answer_whose_item_went_to_someone_else_is_refused_politely():
+    study = small_study(design=Study.Design.BETWEEN, shots=(0,), k_per_item=1, items_per_participant=6)
+    slow, fast = Client(), Client()
+    page = start(slow, study)
+    Assignment.objects.update(expires_at=timezone.now() - timedelta(minutes=1))
+    start(fast, study)  # expires the slow participant's reservations and takes every item
+    page = answer(slow, page)
+    assert "went to someone else" in page.content.decode()
+    assert path(page) == f"/s/{study.code}/full"
+    assert not Response.objects.filter(assignment__participant=participant_of(slow, study)).exists()
+
+
+def test_a_garbled_client_time_does_not_cost_the_answer():
+    study = small_study()
+    client = Client()
+    answer(client, start(client, study), choice="1", rt_client_ms="NaN")
+    assert Response.objects.get().rt_client_ms is None
+
+
+def test_an_unknown_class_is_refused():
+    study = small_study()
+    client = Client()
+    assert answer(client, start(client, study), choice="99").status_code == 400
+    assert not Response.objects.exists()
+
+
+def test_an_answer_to_a_trial_freed_by_leaving_is_refused_not_taken_back():
+    study = make_study(dataset=make_dataset(n_classes=2, test_per_class=2), shots=(0,), items_per_participant=2)
+    client = Client()
+    page = start(client, study)
+    participant = participant_of(client, study)
+    trial = Assignment.objects.get(code=trial_code(page))
+    participant_withdraw(participant=participant)
+
+    outcome = response_submit(assignment=trial, choice="0")
+    assert outcome.refused and not Response.objects.exists()
+    trial.refresh_from_db()
+    assert trial.status == Assignment.Status.EXPIRED
+
+
+def test_an_answer_stores_the_pages_timings_and_attention_and_garbled_values_as_missing():
+    study = make_study(dataset=make_dataset(n_classes=2, test_per_class=2), shots=(0,), items_per_participant=2)
+    client = Client()
+    page = start(client, study)
+    page = answer(client, page, "0", rt_client_ms="812.4", images_ready_ms="95", clock_start_ms="103",
+                  blur_count="2", hidden_ms="1500")
+    answer(client, page, "1", rt_client_ms="NaN", images_ready_ms="-5", clock_start_ms="1e400", blur_count="x",
+           hidden_ms="")
+    first, second = Response.objects.order_by("id")
+    assert (first.rt_client_ms, first.images_ready_ms, first.clock_start_ms, first.blur_count, first.hidden_ms) == (
+        812, 95, 103, 2, 1500)
+    assert (second.rt_client_ms, second.images_ready_ms, second.clock_start_ms, second.blur_count,
+            second.hidden_ms) == (None, None, None, None, None)

@@ -1,0 +1,170 @@
+"""studyapp.services.participants.flow: the way through the parts, resuming, completion, leaving and returns."""
+
+import io
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from studyapp.models import Assignment, Participant, Response, Study
+from studyapp.services.participants import response_submit
+from tests.factories import make_dataset, make_study
+from tests.studyapp.helpers import answer, attention_study, finish, join_url, participant_of, path, small_study, start, trial_code
+
+pytestmark = pytest.mark.django_db
+
+
+def live_reservations(study: Study) -> int:
+    return Assignment.objects.filter(condition__study=study, status=Assignment.Status.RESERVED).count()
+
+
+def test_reloading_after_an_answer_resumes_at_the_next_unanswered_trial():
+    study = small_study()
+    client = Client()
+    page = start(client, study)
+    first_url = path(page)
+    page = answer(client, page)
+    # Reload, back button: the answered trial sends them on; the next trial stays the same.
+    assert path(client.get(first_url, follow=True)) == path(page)
+    assert path(client.get(f"/s/{study.code}/next", follow=True)) == path(page)
+    assert path(client.get(path(page), follow=True)) == path(page)
+    assert Response.objects.count() == 1
+
+
+def test_pages_fetched_with_get_never_allocate_trials_or_complete_the_participant():
+    # A GET can be repeated by a browser, a prefetcher or a link preview: only a POST moves a participant on.
+    study = small_study(design=Study.Design.WITHIN)
+    client = Client()
+    page = start(client, study)
+    participant = participant_of(client, study)
+    for assignment in participant.assignments.all():  # part 1 answered behind the pages' back
+        response_submit(assignment=assignment, choice="0")
+
+    def state():
+        participant.refresh_from_db()
+        return Assignment.objects.count(), participant.phases_entered, participant.completed_at
+
+    before = state()
+    for url in (f"/s/{study.code}/next", join_url(study), f"/s/{study.code}/instructions", f"/s/{study.code}/done",
+                path(page)):
+        assert client.get(url, follow=True).status_code == 200, url
+    assert state() == before
+    waiting = client.get(f"/s/{study.code}/next")
+    assert waiting.status_code == 200 and f'action="/s/{study.code}/instructions"' in waiting.content.decode()
+    page = client.post(f"/s/{study.code}/instructions", follow=True)
+    assert Assignment.objects.get(code=trial_code(page)).condition.shots == 1
+
+
+def test_within_subjects_phases_run_zero_then_one_then_two_shot():
+    study = small_study(design=Study.Design.WITHIN)
+    client = Client()
+    page = start(client, study)
+    shots_seen = []
+    while trial_code(page):
+        shots_seen.append(Assignment.objects.get(code=trial_code(page)).condition.shots)
+        page = answer(client, page)
+    assert shots_seen == sorted(shots_seen) and set(shots_seen) == {0, 1, 2}
+    assert path(page) == f"/s/{study.code}/done"
+
+
+def test_completion_shows_the_code_and_links_to_the_completion_url_only_after_every_answer():
+    study = small_study(design=Study.Design.BETWEEN, completion_url="https://app.prolific.com/submissions/complete")
+    client = Client()
+    page = start(client, study, PROLIFIC_PID="5f00done", SESSION_ID="s-1")
+    participant = participant_of(client, study)
+    assert client.get(f"/s/{study.code}/done").url == path(page)  # not yet: back to the open trial
+    page = finish(client, page)
+    participant.refresh_from_db()
+    html = page.content.decode()
+    assert path(page) == f"/s/{study.code}/done"
+    assert participant.completed_at is not None
+    assert participant.completion_code in html
+    assert f"https://app.prolific.com/submissions/complete?cc={participant.completion_code}" in html
+    assert "done.js" in html
+    assert Response.objects.filter(assignment__participant=participant).count() == 2
+
+
+def test_a_completion_url_with_its_own_query_is_used_as_it_is():
+    study = small_study(design=Study.Design.BETWEEN, completion_url="https://example.org/done?cc=PROLIFIC1")
+    client = Client()
+    html = finish(client, start(client, study, PROLIFIC_PID="5f00done", SESSION_ID="s-1")).content.decode()
+    assert 'href="https://example.org/done?cc=PROLIFIC1"' in html
+
+
+def test_a_participant_failing_the_attention_checks_is_flagged_at_completion_and_kept():
+    study = attention_study()
+    client = Client()
+    page = start(client, study)
+    while trial_code(page):
+        assignment = Assignment.objects.get(code=trial_code(page))
+        wrong = str((assignment.item.label.index + 1) % 3)
+        page = answer(client, page, choice=wrong if assignment.is_attention_check else None)
+    participant = participant_of(client, study)
+    assert participant.completed_at is not None and participant.attention_failed
+    assert participant.assignments.filter(response__isnull=False).count() == 8
+
+
+def test_leaving_frees_every_live_reservation_at_once_and_keeps_the_answers():
+    # k = 1: every item has one place, so a second participant gets nothing while the first holds them.
+    study = make_study(dataset=make_dataset(n_classes=2, test_per_class=2), shots=(0,), k_per_item=1,
+                       items_per_participant=4, return_url="https://app.prolific.com/submissions/complete?cc=RETURN")
+    client = Client()
+    page = answer(client, start(client, study))
+    participant = participant_of(client, study)
+    assert live_reservations(study) == 3
+    confirm = client.get(f"/s/{study.code}/leave")
+    assert confirm.status_code == 200 and "Stop and leave the study?" in confirm.content.decode()
+    assert live_reservations(study) == 3  # a GET only asks
+    left = client.post(f"/s/{study.code}/leave")
+    assert left.status_code == 302 and left.url == "https://app.prolific.com/submissions/complete?cc=RETURN"
+    participant.refresh_from_db()
+    assert participant.withdrawn_at is not None and participant.completed_at is None
+    assert live_reservations(study) == 0  # free at once, not when the reservations would have lapsed
+    assert Response.objects.filter(assignment__participant=participant).count() == 1  # the answer stays
+    # The freed places go to the next person straight away.
+    other = Client()
+    other_page = start(other, study)
+    assert trial_code(other_page) and Assignment.objects.filter(participant=participant_of(other, study)).count() == 3
+    # The one who left answers nothing more and sees no more images.
+    stale = client.post(page.request["PATH_INFO"], {"choice": "0"}, follow=True)
+    assert stale.request["PATH_INFO"] == f"/s/{study.code}/left"
+    assert Response.objects.filter(assignment__participant=participant).count() == 1
+    assert client.get(page.request["PATH_INFO"] + "/image").status_code == 404
+    assert client.get(f"/s/{study.code}/next", follow=True).request["PATH_INFO"] == f"/s/{study.code}/left"
+
+
+def test_the_admin_marks_participants_returned_from_pasted_or_uploaded_ids(admin_client):
+    study = make_study(dataset=make_dataset(n_classes=2, test_per_class=2), shots=(0,), items_per_participant=2)
+    for pid in ("5f00a", "5f00b", "5f00c"):
+        start(Client(), study, PROLIFIC_PID=pid, SESSION_ID=f"s-{pid}")
+    assert live_reservations(study) == 6
+    url = reverse("admin:studyapp_study_returns", args=[study.pk])
+    pasted = admin_client.post(url, {"ids": "5f00a\n nobody-here , 5f00a"})
+    html = pasted.content.decode()
+    assert "Marked returned: 1 (5f00a)" in html and "nobody-here" in html
+    upload = io.BytesIO(b"Participant id,Status\n5f00b,RETURNED\n")
+    upload.name = "prolific_export.csv"
+    admin_client.post(url, {"ids": "", "file": upload})
+    withdrawn = set(Participant.objects.filter(study=study, withdrawn_at__isnull=False).values_list("external_id",
+                                                                                                   flat=True))
+    assert withdrawn == {"5f00a", "5f00b"}
+    assert live_reservations(study) == 2  # only 5f00c still holds places
+
+
+def test_failing_the_attention_checks_ends_on_a_page_asking_to_return_the_study_without_a_code():
+    study = make_study(dataset=make_dataset(n_classes=3, train_per_class=4), design=Study.Design.BETWEEN,
+                       items_per_participant=2, attention_check_rate=0.5, attention_threshold=0.75,
+                       return_url="https://example.org/return")
+    client = Client()
+    page = start(client, study)
+    while trial_code(page):
+        trial = Assignment.objects.get(code=trial_code(page))
+        wrong = str((trial.item.label.index + 1) % 3)
+        page = answer(client, page, wrong if trial.is_attention_check else None)
+    participant = participant_of(client, study)
+    participant.refresh_from_db()
+    html = page.content.decode()
+    assert participant.attention_failed and participant.completed_at is not None
+    assert participant.completion_code not in html
+    assert "return the study" in html and "reject" not in html.lower()
+    assert 'href="https://example.org/return"' in html
