@@ -27,9 +27,8 @@ import pandas as pd
 
 from .bootstrap import WeightSampler, _chunks, _row_nanmean, percentile_interval
 from .crossed import CrossedSums
-from .metrics import Encoded, _check_average, encode
+from .metrics import Encoded, _check_average, encode, human_conditions
 from .probabilities import ModelProbabilities
-from .trials import CONDITIONS
 
 RISK_COVERAGE_COLUMNS = ("condition", "subject", "quantity", "estimate", "ci_low", "ci_high", "n_items",
                          "n_resamples", "resample")
@@ -61,12 +60,9 @@ def risk_coverage(trials, *, probabilities: ModelProbabilities | None = None, av
     rng = np.random.default_rng(seed)
     sampler = WeightSampler(enc)
     rows = []
-    for condition in CONDITIONS:
-        human = groups.index[(groups["subject_kind"] == "human") & (groups["condition"] == condition)]
-        if len(human) == 0:
-            continue
+    for condition, human in human_conditions(groups):
         here = [(code, ranked) for code, ranked in models.items() if groups.loc[code, "condition"] == condition]
-        rows += _condition_rows(enc, int(human[0]), here, sampler, rng, average=average, n_resamples=n_resamples,
+        rows += _condition_rows(enc, human, here, sampler, rng, average=average, n_resamples=n_resamples,
                                 level=level)
     return pd.DataFrame(rows, columns=list(RISK_COVERAGE_COLUMNS)), curve
 

@@ -33,7 +33,7 @@ import pandas as pd
 
 from .bootstrap import WeightSampler, _chunks, percentile_interval
 from .crossed import CrossedSums
-from .metrics import Encoded, encode
+from .metrics import Encoded, encode, human_conditions
 from .probabilities import ModelProbabilities
 from .trials import CONDITIONS, IDK
 
@@ -79,16 +79,13 @@ def alignment(trials, *, probabilities: ModelProbabilities | None = None, n_resa
     rng = np.random.default_rng(seed)
     sampler = WeightSampler(enc)
     rows = []
-    for condition in CONDITIONS:
-        human = groups.index[(groups["subject_kind"] == "human") & (groups["condition"] == condition)]
-        if len(human) == 0:
-            continue
+    for condition, human in human_conditions(groups):
         models = [code for code, g in groups[groups["subject_kind"] == "model"].iterrows()
                   if g["condition"] in (condition, "zero-shot")]
         pairs = [p for p in (_ModelSide.of(enc, code, probabilities) for code in models) if p is not None]
         if not pairs:
             continue
-        data = _HumanSide(enc, int(human[0]), pairs)
+        data = _HumanSide(enc, human, pairs)
         n_classes = len(enc.classes)
         point = data.estimates(np.ones((1, len(enc.items))), None, np.ones((1, n_classes)))
         draws = [data.estimates(sampler.items(rng, b), sampler.participants(rng, b),

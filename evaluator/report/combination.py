@@ -39,9 +39,8 @@ import pandas as pd
 
 from .bootstrap import WeightSampler, _chunks, _row_nanmean, percentile_interval
 from .crossed import CrossedSums
-from .metrics import Encoded, _check_average, encode, item_table
+from .metrics import Encoded, _check_average, encode, human_conditions, item_table
 from .probabilities import ModelProbabilities
-from .trials import CONDITIONS
 
 COMBINATION_COLUMNS = ("condition", "model", "method", "versus", "estimate", "ci_low", "ci_high", "n_items",
                        "n_answers", "folds", "temperature", "model_input", "n_resamples", "resample")
@@ -72,15 +71,12 @@ def combination(trials, *, probabilities: ModelProbabilities | None = None, aver
     rng = np.random.default_rng(seed)
     sampler = WeightSampler(enc)
     rows = []
-    for condition in CONDITIONS:
-        human = groups.index[(groups["subject_kind"] == "human") & (groups["condition"] == condition)]
-        if len(human) == 0:
-            continue
+    for condition, human in human_conditions(groups):
         for code in groups.index[(groups["subject_kind"] == "model") & (groups["condition"] == condition)]:
             vectors = _model_vectors(enc, int(code), probabilities)
             if vectors is None:
                 continue
-            fitted = _cross_validated(enc, items, int(human[0]), int(code), vectors, folds=folds,
+            fitted = _cross_validated(enc, items, human, int(code), vectors, folds=folds,
                                       prior_strength=prior_strength, rng=rng)
             if fitted is not None:
                 rows += fitted.rows(sampler, rng, average=average, n_resamples=n_resamples, level=level)

@@ -199,6 +199,14 @@ def format_table2(summary: pd.DataFrame, *, several_models: bool) -> pd.DataFram
     return out[columns].reset_index(drop=True)
 
 
+def human_conditions(groups: pd.DataFrame):
+    """(condition, the humans' group code) for each condition with human answers, in the paper's order."""
+    for condition in CONDITIONS:
+        human = groups.index[(groups["subject_kind"] == "human") & (groups["condition"] == condition)]
+        if len(human):
+            yield condition, int(human[0])
+
+
 def has_several_models(enc: Encoded) -> bool:
     return enc.groups.loc[enc.groups["subject_kind"] == "model", "subject"].nunique() > 1
 
