@@ -36,16 +36,24 @@ class NextStep:
     assignment: Assignment | None = None
 
 
-def participant_route(*, participant: Participant) -> NextStep:
-    """Where the participant is now, for pages fetched with GET: reads only, never allocates, takes back
-    or completes (a browser, a prefetcher or a link preview may repeat a GET). The POSTs that move a
-    participant on go through studyapp.services.participants.participant_allocate_next_step."""
+def participant_settled_step(*, participant: Participant) -> NextStep | None:
+    """Declined, complete or left: where such a participant goes whatever they ask for; None for anyone else."""
     if participant.consent == Participant.Consent.DECLINED:
         return NextStep(Step.DECLINED)
     if participant.completed_at is not None:
         return NextStep(Step.COMPLETE)
     if participant.withdrawn_at is not None:
         return NextStep(Step.WITHDRAWN)
+    return None
+
+
+def participant_route(*, participant: Participant) -> NextStep:
+    """Where the participant is now, for pages fetched with GET: reads only, never allocates, takes back
+    or completes (a browser, a prefetcher or a link preview may repeat a GET). The POSTs that move a
+    participant on go through studyapp.services.participants.participant_allocate_next_step."""
+    settled = participant_settled_step(participant=participant)
+    if settled is not None:
+        return settled
     if participant.phases_entered == 0:
         return NextStep(Step.INSTRUCTIONS)
     conditions = participant_conditions(participant=participant)

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from studyapp.models import Assignment, Condition, Participant, Response
 from studyapp.selectors.hot_reads import participant_open_trials
-from studyapp.selectors.participants import NextStep, Step, participant_conditions
+from studyapp.selectors.participants import NextStep, Step, participant_conditions, participant_settled_step
 from studyapp.services.participants.allocation import _allocate, _reclaim
 
 
@@ -28,12 +28,9 @@ def participant_allocate_next_step(*, participant: Participant, start: bool = Fa
     check) when every part is. A participant who got no trial at all is sent to the "study full" page
     instead, without a completion code.
     """
-    if participant.consent == Participant.Consent.DECLINED:
-        return NextStep(Step.DECLINED)
-    if participant.completed_at is not None:
-        return NextStep(Step.COMPLETE)
-    if participant.withdrawn_at is not None:
-        return NextStep(Step.WITHDRAWN)
+    settled = participant_settled_step(participant=participant)
+    if settled is not None:
+        return settled
     if participant.phases_entered == 0 and not start:
         return NextStep(Step.INSTRUCTIONS)
     assignment = assignment_next(participant=participant)
