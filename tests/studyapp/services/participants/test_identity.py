@@ -9,7 +9,7 @@ from django.db import connections
 from django.test import Client
 
 from studyapp.models import Assignment, Participant
-from studyapp.services.participants import JoinLink, participant_enter
+from studyapp.services.participants import Entry, JoinLink, participant_enter
 from studyapp.services.studies import study_close
 from tests.factories import make_study
 from tests.studyapp.helpers import answer, consent, join_url, participant_of, path, small_study, start, trial_code
@@ -190,3 +190,18 @@ def test_simultaneous_joins_with_one_prolific_id_and_session_enrol_one_participa
     assert sorted(entry for entry, _ in joined) == ["joined"] + ["resumed"] * 7
     assert len({pk for _, pk in joined}) == 1
     assert Participant.objects.filter(study=study).count() == 1
+
+
+def test_a_resume_code_copied_by_hand_matches_whatever_its_case_spaces_and_dashes():
+    study = small_study()
+    link = JoinLink(external_id="panel-1")
+    first = participant_enter(study=study, enrolment=uuid.uuid4(), consent=True, link=link)
+    stored = first.participant.resume_code  # "ABCDE-FGHJK"
+    typed = " " + " ".join(stored.replace("-", "").lower()) + " "
+
+    again = participant_enter(study=study, enrolment=uuid.uuid4(), consent=True, link=link, resume_code=typed)
+    other = stored[:-1] + ("2" if stored[-1] != "2" else "3")
+    wrong = participant_enter(study=study, enrolment=uuid.uuid4(), consent=True, link=link, resume_code=other)
+
+    assert (again.entry, again.participant) == (Entry.RESUMED, first.participant)
+    assert wrong.entry == Entry.PROOF_WRONG
