@@ -270,3 +270,16 @@ def test_a_condition_without_people_is_skipped_and_the_later_ones_are_still_meas
     assert set(table["condition"]) == {"one-shot"}
     pd.testing.assert_frame_equal(table.drop(columns="condition"),
                                   consistency_table(consistency_trials).drop(columns="condition"))
+
+
+@pytest.mark.parametrize(("limit", "resample"), [(6, "two-way"), (5, "participants")])
+def test_the_matrix_path_starts_just_above_the_limit_of_pair_item_incidences(monkeypatch, limit, resample):
+    # Three people answer the same two items: 2 items x 3 pairs = 6 pair-item incidences.
+    answers = {"h1": ("X", "X"), "h2": ("X", "Y"), "h3": ("Y", "Y")}
+    trials = pd.DataFrame([[person, "human", "zero-shot", item, target, response, 1000]
+                           for person, responses in answers.items()
+                           for item, target, response in zip(("i1", "i2"), ("X", "Y"), responses, strict=True)],
+                          columns=["subject", "subject_kind", "condition", "item", "target", "response", "rt_ms"])
+    monkeypatch.setattr(consistency_module, "_MAX_PAIR_ITEMS", limit)
+    table = consistency_table(trials, n_resamples=20, seed=0)
+    assert (table.loc[table["pair_kind"] == "human-human", "resample"] == resample).all()
