@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from studyapp.models import Assignment, Participant, Response, Study
 from studyapp.services.participants import response_submit
+from studyapp.services.participants.flow import participant_withdraw, participants_mark_returned
 from tests.factories import make_dataset, make_study
 from tests.studyapp.helpers import answer, attention_study, finish, join_url, participant_of, path, small_study, start, trial_code
 
@@ -168,3 +169,49 @@ def test_failing_the_attention_checks_ends_on_a_page_asking_to_return_the_study_
     assert participant.completion_code not in html
     assert "return the study" in html and "reject" not in html.lower()
     assert 'href="https://example.org/return"' in html
+
+
+def test_returns_sort_each_id_into_withdrawn_already_or_unknown_once():
+    study = make_study(dataset=make_dataset(n_classes=2, test_per_class=2), shots=(0,), items_per_participant=2)
+    clients = {pid: Client() for pid in ("live", "left", "done")}
+    for pid, client in clients.items():
+        start(client, study, pid=pid)
+    participant_withdraw(participant=participant_of(clients["left"], study))
+    finish(clients["done"], clients["done"].get(f"/s/{study.code}/next", follow=True))
+    assert participant_of(clients["done"], study).completed_at is not None
+
+    outcome = participants_mark_returned(study=study, external_ids=["live", "left", "", "done", "nobody", "live"])
+
+    assert outcome == {"withdrawn": ["live"], "already": ["left", "done"], "unknown": ["nobody"]}
+
+
+def test_a_finished_participant_cannot_be_withdrawn_and_leaving_twice_changes_nothing():
+    study = small_study()
+    done, leaving = Client(), Client()
+    finish(done, start(done, study))
+    finished = participant_of(done, study)
+    start(leaving, study)
+    left = participant_of(leaving, study)
+
+    assert participant_withdraw(participant=finished) is False
+    assert participant_withdraw(participant=left) is True
+    first = Participant.objects.get(pk=left.pk).withdrawn_at
+    assert participant_withdraw(participant=left) is False
+    finished.refresh_from_db()
+    assert finished.withdrawn_at is None and finished.completed_at is not None
+    assert Participant.objects.get(pk=left.pk).withdrawn_at == first
+
+
+def test_attention_checks_flag_only_the_participant_who_failed_them():
+    study = attention_study()
+    outcomes = {}
+    for name, fail in (("careless", True), ("careful", False)):
+        client = Client()
+        page = start(client, study)
+        while trial_code(page):
+            assignment = Assignment.objects.get(code=trial_code(page))
+            right = str(assignment.item.label.index)
+            wrong = str((assignment.item.label.index + 1) % 3)
+            page = answer(client, page, choice=(wrong if fail else right) if assignment.is_attention_check else None)
+        outcomes[name] = participant_of(client, study).attention_failed
+    assert outcomes == {"careless": True, "careful": False}
