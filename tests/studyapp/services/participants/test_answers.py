@@ -102,3 +102,43 @@ def test_an_answer_stores_the_pages_timings_and_attention_and_garbled_values_as_
         812, 95, 103, 2, 1500)
     assert (second.rt_client_ms, second.images_ready_ms, second.clock_start_ms, second.blur_count,
             second.hidden_ms) == (None, None, None, None, None)
+
+
+def lapsed_trial(study: Study) -> Assignment:
+    """A participant's first trial, whose reservation lapsed and was marked expired (its slot freed)."""
+    client = Client()
+    trial = Assignment.objects.get(code=trial_code(start(client, study)))
+    Assignment.objects.filter(pk=trial.pk).update(status=Assignment.Status.EXPIRED,
+                                                  expires_at=timezone.now() - timedelta(minutes=1))
+    trial.refresh_from_db()
+    return trial
+
+
+def test_a_late_answer_whose_place_is_still_free_is_kept_in_its_old_slot():
+    study = small_study(design=Study.Design.BETWEEN, shots=(0,), k_per_item=2, items_per_participant=2)
+    trial = lapsed_trial(study)
+    old_slot = trial.slot
+
+    outcome = response_submit(assignment=trial, choice="1")
+
+    assert outcome.created and not outcome.refused
+    trial.refresh_from_db()
+    assert (trial.status, trial.slot) == (Assignment.Status.ANSWERED, old_slot)
+    assert Response.objects.get(assignment=trial).choice.index == 1
+
+
+def test_a_late_answer_whose_old_slot_was_taken_gets_another_free_slot_of_its_item():
+    study = small_study(design=Study.Design.BETWEEN, shots=(0,), k_per_item=2, items_per_participant=2)
+    trial = lapsed_trial(study)
+    old_slot = trial.slot
+    # Someone else holds the old slot of the same item now (a live reservation).
+    Assignment.objects.create(participant=lapsed_trial(study).participant, condition=trial.condition,
+                              item=trial.item, position=99, slot=old_slot, status=Assignment.Status.RESERVED,
+                              expires_at=timezone.now() + timedelta(minutes=30))
+
+    outcome = response_submit(assignment=trial, choice="0")
+
+    assert outcome.created
+    trial.refresh_from_db()
+    assert trial.status == Assignment.Status.ANSWERED and trial.slot not in (None, old_slot)
+    assert trial.slot < study.k_per_item
