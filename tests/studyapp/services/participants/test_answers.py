@@ -1,13 +1,14 @@
 """studyapp.services.participants.answers: an answer recorded exactly once, only as a value the page offered."""
 
 import re
+import uuid
 from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.utils import timezone
 
-from studyapp.models import Assignment, Response, Study
+from studyapp.models import Assignment, Participant, Response, Study
 from studyapp.services.participants import participant_withdraw, response_submit
 from tests.factories import make_dataset, make_study
 from tests.studyapp.helpers import answer, participant_of, path, small_study, start, trial_code
@@ -132,7 +133,9 @@ def test_a_late_answer_whose_old_slot_was_taken_gets_another_free_slot_of_its_it
     trial = lapsed_trial(study)
     old_slot = trial.slot
     # Someone else holds the old slot of the same item now (a live reservation).
-    Assignment.objects.create(participant=lapsed_trial(study).participant, condition=trial.condition,
+    someone = Participant.objects.create(study=study, enrolment=uuid.uuid4(), consent=Participant.Consent.GIVEN,
+                                         condition=trial.condition)
+    Assignment.objects.create(participant=someone, condition=trial.condition,
                               item=trial.item, position=99, slot=old_slot, status=Assignment.Status.RESERVED,
                               expires_at=timezone.now() + timedelta(minutes=30))
 

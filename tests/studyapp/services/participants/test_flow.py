@@ -1,14 +1,17 @@
 """studyapp.services.participants.flow: the way through the parts, resuming, completion, leaving and returns."""
 
 import io
+import uuid
+from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from studyapp.models import Assignment, Participant, Response, Study
 from studyapp.services.participants import response_submit
-from studyapp.services.participants.flow import participant_withdraw, participants_mark_returned
+from studyapp.services.participants.flow import assignment_show, participant_withdraw, participants_mark_returned
 from tests.factories import make_dataset, make_study
 from tests.studyapp.helpers import answer, attention_study, finish, join_url, participant_of, path, small_study, start, trial_code
 
@@ -215,3 +218,48 @@ def test_attention_checks_flag_only_the_participant_who_failed_them():
             page = answer(client, page, choice=(wrong if fail else right) if assignment.is_attention_check else None)
         outcomes[name] = participant_of(client, study).attention_failed
     assert outcomes == {"careless": True, "careful": False}
+
+
+def first_trial(study: Study) -> Assignment:
+    return Assignment.objects.get(code=trial_code(start(Client(), study)))
+
+
+def test_showing_a_trial_notes_the_first_time_only_even_from_a_stale_copy():
+    study = small_study()
+    trial = first_trial(study)
+    stale = Assignment.objects.get(pk=trial.pk)  # another tab's copy, read before the first show
+
+    shown = assignment_show(assignment=trial)
+    first = Assignment.objects.get(pk=trial.pk).shown_at
+    again = assignment_show(assignment=stale)
+
+    assert shown is trial and first is not None and shown.shown_at == first
+    assert again.shown_at == first and Assignment.objects.get(pk=trial.pk).shown_at == first
+
+
+def test_an_answered_trial_is_not_shown_again():
+    study = small_study()
+    trial = first_trial(study)
+    response_submit(assignment=trial, choice="0")
+    trial.refresh_from_db()
+    assert assignment_show(assignment=trial) is None
+
+
+def test_a_lapsed_trial_is_taken_back_as_reserved_when_its_place_is_free_and_not_when_it_is_taken():
+    study = small_study(design=Study.Design.BETWEEN, shots=(0,), k_per_item=1, items_per_participant=2)
+    trial = first_trial(study)
+    slot = trial.slot
+    Assignment.objects.filter(pk=trial.pk).update(status=Assignment.Status.EXPIRED)
+    trial.refresh_from_db()
+
+    back = assignment_show(assignment=trial)
+    assert back is not None and (back.status, back.slot) == (Assignment.Status.RESERVED, slot)
+
+    Assignment.objects.filter(pk=trial.pk).update(status=Assignment.Status.EXPIRED)
+    trial.refresh_from_db()
+    someone = Participant.objects.create(study=study, enrolment=uuid.uuid4(), consent=Participant.Consent.GIVEN,
+                                         condition=trial.condition)
+    Assignment.objects.create(participant=someone, condition=trial.condition,
+                              item=trial.item, position=99, slot=slot, status=Assignment.Status.RESERVED,
+                              expires_at=timezone.now() + timedelta(minutes=30))
+    assert assignment_show(assignment=trial) is None
