@@ -9,7 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from studyapp.models import Assignment, Participant, Response, Study
-from studyapp.services.participants import participant_withdraw, response_submit
+from studyapp.services.participants import InvalidChoice, participant_withdraw, response_submit
 from tests.factories import make_dataset, make_study
 from tests.studyapp.helpers import answer, participant_of, path, small_study, start, trial_code
 
@@ -145,3 +145,20 @@ def test_a_late_answer_whose_old_slot_was_taken_gets_another_free_slot_of_its_it
     trial.refresh_from_db()
     assert trial.status == Assignment.Status.ANSWERED and trial.slot not in (None, old_slot)
     assert trial.slot < study.k_per_item
+
+
+def test_a_garbled_resubmission_of_an_answered_trial_returns_the_stored_answer_and_a_new_one_is_refused():
+    study = small_study()
+    client = Client()
+    trial = Assignment.objects.get(code=trial_code(start(client, study)))
+    first = response_submit(assignment=trial, choice="1", rt_client_ms=850)
+
+    again = response_submit(assignment=trial, choice="not-a-class")
+
+    assert first.created and first.response.rt_client_ms == 850
+    assert not again.created and again.response == first.response
+    fresh = Assignment.objects.exclude(pk=trial.pk).filter(status=Assignment.Status.RESERVED).first()
+    with pytest.raises(InvalidChoice):
+        response_submit(assignment=fresh, choice="not-a-class")
+    with pytest.raises(InvalidChoice):
+        response_submit(assignment=fresh, choice=" 1")  # only the exact values the page rendered
