@@ -11,7 +11,12 @@ from django.utils import timezone
 
 from studyapp.models import Assignment, Participant, Response, Study
 from studyapp.services.participants import response_submit
-from studyapp.services.participants.flow import assignment_show, participant_withdraw, participants_mark_returned
+from studyapp.services.participants.flow import (
+    assignment_show,
+    participant_complete,
+    participant_withdraw,
+    participants_mark_returned,
+)
 from tests.factories import make_dataset, make_study
 from tests.studyapp.helpers import answer, attention_study, finish, join_url, participant_of, path, small_study, start, trial_code
 
@@ -263,3 +268,39 @@ def test_a_lapsed_trial_is_taken_back_as_reserved_when_its_place_is_free_and_not
                               item=trial.item, position=99, slot=slot, status=Assignment.Status.RESERVED,
                               expires_at=timezone.now() + timedelta(minutes=30))
     assert assignment_show(assignment=trial) is None
+
+
+def participant_with_checks(study: Study, checks: list[bool], *, wrong_test_answers: int = 1) -> Participant:
+    """A participant who answered attention checks right or wrong as listed, and some test items wrongly."""
+    participant = Participant.objects.create(study=study, enrolment=uuid.uuid4(), consent=Participant.Consent.GIVEN)
+    condition = study.conditions.first()
+    items = list(study.dataset.items.select_related("label").order_by("pk"))
+    labels = list(study.dataset.classes.order_by("index"))
+    kinds = [True] * len(checks) + [False] * wrong_test_answers
+    rights = checks + [False] * wrong_test_answers
+    for position, (item, is_check, right) in enumerate(zip(items, kinds, rights, strict=False)):
+        trial = Assignment.objects.create(participant=participant, condition=condition, item=item, position=position,
+                                          is_attention_check=is_check, slot=None if is_check else 0,
+                                          status=Assignment.Status.ANSWERED, expires_at=timezone.now())
+        choice = item.label if right else next(label for label in labels if label.pk != item.label_id)
+        Response.objects.create(assignment=trial, choice=choice)
+    return participant
+
+
+@pytest.mark.parametrize(("checks", "threshold", "failed"), [
+    ([True, False], 0.5, False),  # exactly at the threshold passes
+    ([True, False, False, False], 0.5, True),
+    ([True], 1.0, False),  # the wrongly answered test item is not a check
+    ([], 1.0, False),  # no checks, no flag
+])
+def test_the_attention_flag_compares_the_share_of_right_checks_with_the_threshold(checks, threshold, failed):
+    study = small_study(attention_threshold=threshold)
+    participant = participant_complete(participant=participant_with_checks(study, checks))
+    assert participant.completed_at is not None and participant.attention_failed is failed
+
+
+def test_completing_twice_keeps_the_first_completion():
+    study = small_study()
+    participant = participant_complete(participant=participant_with_checks(study, [True]))
+    first = participant.completed_at
+    assert participant_complete(participant=participant).completed_at == first
