@@ -135,10 +135,9 @@ class ScoringChunk(models.Model):
         return f"{self.run} #{self.index} ({self.status})"
 
 
-class StudyPlan(models.Model):
-    """A planning simulation of a study's own design (evaluator/services/planning.py): the half-width curve of
-    evaluator.report.plan_halfwidths, one grid size at a time, stored so the planning page and `manage.py
-    plan_study` reuse it (``key``: the design and simulation settings); plan_study on it is instant."""
+class WorkerJob(models.Model):
+    """What a row that a worker claims and runs has (a plan, a house training): a public code, the status the
+    claim moves, the error of a failure, and when it was asked for, queued, started, last heard of and done."""
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -146,17 +145,8 @@ class StudyPlan(models.Model):
         DONE = "done"
         FAILED = "failed"
 
-    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="plans")
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    key = models.CharField(max_length=64, help_text="sha256 of the design and simulation settings.")
-    design = models.JSONField(help_text="The StudyDesign simulated, with the conditions' expected values.")
-    simulation = models.JSONField(help_text="n_studies, n_resamples, seed.")
-    grid = models.JSONField(help_text="Participant numbers per condition simulated, in order.")
-    curve_csv = models.TextField(blank=True, help_text="plan_halfwidths' table for the sizes done so far (CSV).")
-    steps_done = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    task_id = models.CharField(max_length=200, blank=True, help_text="Who holds (or last held) the claim.")
-    worker = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField(null=True, blank=True)
@@ -165,14 +155,33 @@ class StudyPlan(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        abstract = True
         ordering = ["-created_at"]
+
+
+class StudyPlan(WorkerJob):
+    """A planning simulation of a study's own design (evaluator/services/planning.py): the half-width curve of
+    evaluator.report.plan_halfwidths, one grid size at a time, stored so the planning page and `manage.py
+    plan_study` reuse it (``key``: the design and simulation settings); plan_study on it is instant."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="plans")
+    key = models.CharField(max_length=64, help_text="sha256 of the design and simulation settings.")
+    design = models.JSONField(help_text="The StudyDesign simulated, with the conditions' expected values.")
+    simulation = models.JSONField(help_text="n_studies, n_resamples, seed.")
+    grid = models.JSONField(help_text="Participant numbers per condition simulated, in order.")
+    curve_csv = models.TextField(blank=True, help_text="plan_halfwidths' table for the sizes done so far (CSV).")
+    steps_done = models.PositiveIntegerField(default=0)
+    task_id = models.CharField(max_length=200, blank=True, help_text="Who holds (or last held) the claim.")
+    worker = models.CharField(max_length=200, blank=True)
+
+    class Meta(WorkerJob.Meta):
         constraints = [models.UniqueConstraint(fields=["study", "key"], name="study_plan_unique")]
 
     def __str__(self) -> str:
         return f"plan {self.code} ({self.status})"
 
 
-class HouseTraining(models.Model):
+class HouseTraining(WorkerJob):
     """Training the house model in a worker (minutes on a CPU), then scoring the studies that asked for it.
 
     The row is also the claim, as a ScoringChunk's: a task trains only after a conditional update moved the row
@@ -180,14 +189,6 @@ class HouseTraining(models.Model):
     pending training (at most one, a database constraint), so studies asked for together share one training.
     """
 
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
-
-    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     then_score = models.JSONField(
         default=list, blank=True,
         help_text='Runs to create once trained: [{"study": pk, …model_run_create options}], in request order.',
@@ -195,16 +196,9 @@ class HouseTraining(models.Model):
     progress = models.FloatField(default=0, help_text="0–1, from the trainer's progress bars.")
     detail = models.CharField(max_length=300, blank=True, help_text="The trainer's latest progress line.")
     checkpoint = models.CharField(max_length=1000, blank=True)
-    error = models.TextField(blank=True)
     worker = models.CharField(max_length=200, blank=True, help_text="node name:pid of the training worker.")
-    created_at = models.DateTimeField(auto_now_add=True)
-    queued_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at"]
+    class Meta(WorkerJob.Meta):
         constraints = [models.UniqueConstraint(fields=["status"], condition=Q(status="pending"),
                                                name="one_pending_house_training")]
 
