@@ -41,7 +41,6 @@ import http.client
 import json
 import os
 import pstats
-import shutil
 import statistics
 import sys
 import tempfile
@@ -57,7 +56,7 @@ from urllib.parse import urlencode, urlsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.load_participants import _setup_study, process_cpu_seconds, tree_cpu_seconds  # noqa: E402
+from benchmarks.load_participants import _setup_study, process_cpu_seconds, tree_cpu_seconds, world_close  # noqa: E402
 from studyapp.pages import CSRF, ENROL, EXAMPLE_IMAGE, TRIAL_IMAGE, TRIAL_PATH  # noqa: E402
 from tests.processes import LOOPBACK, Gunicorn, PgCluster, server_env  # noqa: E402
 
@@ -627,13 +626,7 @@ def run(args) -> dict:
                 "seconds": args.seconds, "rounds": args.rounds, "loadavg_1min": [min(load), max(load)],
                 "summary": summary, "raw": rounds, "queries": queries}
     finally:
-        from django.db import connections
-
-        connections.close_all()
-        if cluster:
-            cluster.destroy()
-        if not args.keep:
-            shutil.rmtree(var_dir, ignore_errors=True)
+        world_close(cluster=cluster, var_dir=var_dir, keep=args.keep)
 
 
 def summarise(rounds: list[dict[str, dict]], queries: dict[str, int]) -> dict[str, dict]:

@@ -205,11 +205,18 @@ def run_one(args) -> dict:
             "check_examples": {name: [str(x) for x in found[:5]] for name, found in problems.items() if found},
         }
     finally:
-        connections.close_all()
-        if cluster:
-            cluster.destroy()
-        if not args.keep:
-            shutil.rmtree(var_dir, ignore_errors=True)
+        world_close(cluster=cluster, var_dir=var_dir, keep=args.keep)
+
+
+def world_close(*, cluster: PgCluster | None, var_dir: Path, keep: bool) -> None:
+    """Close the throwaway world: the database connections, the PostgreSQL cluster, and the folder unless kept."""
+    from django.db import connections
+
+    connections.close_all()
+    if cluster:
+        cluster.destroy()
+    if not keep:
+        shutil.rmtree(var_dir, ignore_errors=True)
 
 
 def _cpu_snapshot(server: Gunicorn, cluster: PgCluster | None) -> dict[str, float]:
