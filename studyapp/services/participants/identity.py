@@ -127,7 +127,8 @@ def participant_enrol(
             external_session_id=link.external_session_id if consent else "",
             consent=Participant.Consent.GIVEN if consent else Participant.Consent.DECLINED,
             condition=condition_for_new_participant(study=study) if consent else None,
-            client_hash=client_hash,
+            # The declined page says nothing else was recorded: not even where they came from.
+            client_hash=client_hash if consent else "",
         )
 
 
@@ -140,12 +141,16 @@ def _resume(*, participant: Participant, link: JoinLink, resume_code: str) -> En
         return EntryOutcome(Entry.PROOF_NEEDED)
     failures_key = "studyapp:resume-failures:" + hashlib.sha256(
         f"{participant.study_id}:{participant.external_id}".encode()).hexdigest()
-    if rate_peek(key=failures_key) >= RESUME_MAX_FAILURES:
-        return EntryOutcome(Entry.PROOF_LOCKED)
-    if participant.resume_code and secrets.compare_digest(_normalise_code(resume_code),
-                                                          _normalise_code(participant.resume_code)):
-        return EntryOutcome(Entry.RESUMED, participant)
-    rate_count(key=failures_key, window_s=RESUME_WINDOW_S)
+    # Counting is a read then a write: guesses sent in parallel could all read nine failures and all be checked.
+    # Queue them behind a lock on the participant's row (no_key: it does not block their answers).
+    with transaction.atomic():
+        list(Participant.objects.select_for_update(no_key=True).filter(pk=participant.pk).values_list("pk"))
+        if rate_peek(key=failures_key) >= RESUME_MAX_FAILURES:
+            return EntryOutcome(Entry.PROOF_LOCKED)
+        if participant.resume_code and secrets.compare_digest(_normalise_code(resume_code),
+                                                              _normalise_code(participant.resume_code)):
+            return EntryOutcome(Entry.RESUMED, participant)
+        rate_count(key=failures_key, window_s=RESUME_WINDOW_S)
     return EntryOutcome(Entry.PROOF_WRONG)
 
 

@@ -1,15 +1,30 @@
 """studyapp.services.participants.identity: joining behind consent, resuming only with proof, the join rate."""
 
+import hashlib
+import hmac
 import re
 import threading
+import time
 import uuid
+from datetime import UTC, datetime
 
 import pytest
-from django.db import connections
+from django.conf import settings
+from django.core.cache.backends.db import DatabaseCache
+from django.db import connection, connections
 from django.test import Client
+from django.utils import timezone
 
-from studyapp.models import Assignment, Participant
+from studyapp.models import Assignment, Participant, Study
 from studyapp.services.participants import Entry, JoinLink, participant_enter
+from studyapp.services.participants.identity import (
+    RESUME_MAX_FAILURES,
+    EntryOutcome,
+    StudyNotOpen,
+    client_fingerprint,
+    join_rate_allow,
+    participant_enrol,
+)
 from studyapp.services.studies import study_close
 from tests.factories import make_study
 from tests.studyapp.helpers import answer, consent, join_url, participant_of, path, small_study, start, trial_code
@@ -48,7 +63,7 @@ def test_declining_records_the_refusal_and_nothing_else():
     assert participant.consent == Participant.Consent.DECLINED
     # Not even the id: an id held by a refusal would keep its owner out (see tests/security/test_identity.py).
     assert (participant.external_id, participant.external_study_id, participant.external_session_id,
-            participant.condition) == (None, "", "", None)
+            participant.condition, participant.client_hash) == (None, "", "", None, "")
     assert not Assignment.objects.exists()
     # Coming back does not sneak them into the trials; their link offers the consent form again.
     assert path(client.get(f"/s/{study.code}/next", follow=True)) == f"/s/{study.code}/declined"
@@ -205,3 +220,167 @@ def test_a_resume_code_copied_by_hand_matches_whatever_its_case_spaces_and_dashe
 
     assert (again.entry, again.participant) == (Entry.RESUMED, first.participant)
     assert wrong.entry == Entry.PROOF_WRONG
+
+
+def enter(study, **kwargs):
+    """participant_enter with a fresh consent form (a new enrolment) unless one is given."""
+    kwargs.setdefault("enrolment", uuid.uuid4())
+    kwargs.setdefault("consent", True)
+    kwargs.setdefault("link", JoinLink())
+    return participant_enter(study=study, **kwargs)
+
+
+def expiry_in_seconds(key_part: str) -> float:
+    """How long the rate-limit counter whose key contains `key_part` has left (the "ratelimit" database cache)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT cache_key, expires FROM ratelimit_cache")
+        rows = [(key, expires) for key, expires in cursor.fetchall() if key_part in key]
+    assert len(rows) == 1, rows
+    expires = rows[0][1]
+    if isinstance(expires, str):  # SQLite hands back text
+        expires = datetime.fromisoformat(expires)
+    if timezone.is_naive(expires):
+        expires = timezone.make_aware(expires, UTC)
+    return (expires - timezone.now()).total_seconds()
+
+
+def test_the_join_fingerprint_is_a_keyed_sha256_of_address_and_browser_and_empty_when_neither_is_known():
+    # Stable across releases (it is compared with older participants'): HMAC-SHA256 of "address\nuser agent" under
+    # a key derived from the secret key, as Django's salted_hmac derives it.
+    key = hashlib.sha256(b"studyapp.participant.client" + settings.SECRET_KEY.encode()).digest()
+    expected = hmac.new(key, b"203.0.113.7\nFirefox/140", hashlib.sha256).hexdigest()
+    assert client_fingerprint(address="203.0.113.7", user_agent="Firefox/140") == expected
+    assert client_fingerprint(address="", user_agent="") == ""
+    only_address = client_fingerprint(address="203.0.113.7", user_agent="")
+    only_browser = client_fingerprint(address="", user_agent="203.0.113.7")
+    assert len(only_address) == len(only_browser) == 64 and only_address != only_browser
+
+    joined = enter(small_study(), client_address="203.0.113.7", user_agent="Firefox/140")
+    assert joined.participant.client_hash == expected
+
+
+def test_consenting_records_the_links_ids_and_a_condition_and_an_empty_id_as_none():
+    study = small_study(design=Study.Design.BETWEEN)
+    link = JoinLink(external_id="5f00aa", external_study_id="st-1", external_session_id="se-1")
+    joined = enter(study, link=link).participant
+    stored = Participant.objects.get(pk=joined.pk)
+    assert (stored.external_id, stored.external_study_id, stored.external_session_id, stored.consent) == (
+        "5f00aa", "st-1", "se-1", Participant.Consent.GIVEN)
+    assert stored.condition.study_id == study.pk
+    # Two visitors whose link names no id: two participants, neither holding the empty id.
+    anonymous = [enter(study, link=JoinLink(external_id="")).participant for _ in range(2)]
+    assert [p.external_id for p in anonymous] == [None, None] and anonymous[0].pk != anonymous[1].pk
+    assert participant_enrol(study=study, enrolment=uuid.uuid4(), consent=True).client_hash == ""
+
+
+def test_enrolling_in_a_study_that_is_not_open_is_an_error():
+    draft, closed = small_study(open_it=False), small_study()
+    study_close(study=closed)
+    for study in (draft, closed):
+        study.refresh_from_db()
+        with pytest.raises(StudyNotOpen):
+            participant_enrol(study=study, enrolment=uuid.uuid4(), consent=True)
+    assert not Participant.objects.exists()
+
+
+def test_after_closing_those_already_in_resume_and_newcomers_are_turned_away():
+    study = small_study()
+    form = uuid.uuid4()
+    own = enter(study, enrolment=form).participant
+    prolific = enter(study, link=JoinLink(external_id="5f00bb", external_session_id="se-2")).participant
+    study_close(study=study)
+    study.refresh_from_db()
+
+    assert enter(study, enrolment=form) == EntryOutcome(Entry.RESUMED, own)
+    assert enter(study, link=JoinLink(external_id="5f00bb", external_session_id="se-2")) == EntryOutcome(
+        Entry.RESUMED, prolific)
+    assert enter(study) == EntryOutcome(Entry.CLOSED)
+    assert Participant.objects.count() == 2
+
+
+def test_a_known_id_needs_its_proof_whichever_of_session_or_resume_code_the_person_has():
+    study = small_study()
+    with_session = enter(study, link=JoinLink(external_id="p-session", external_session_id="se-3")).participant
+    panel = enter(study, link=JoinLink(external_id="p-panel")).participant
+    # A Prolific participant in a browser whose link lost its SESSION_ID proves themselves with the resume code.
+    no_session = JoinLink(external_id="p-session")
+    assert enter(study, link=no_session).entry == Entry.PROOF_NEEDED
+    assert enter(study, link=no_session, resume_code=with_session.resume_code) == EntryOutcome(
+        Entry.RESUMED, with_session)
+    assert enter(study, link=JoinLink(external_id="p-session", external_session_id="se-9")).entry == (
+        Entry.SECOND_ATTEMPT)
+    # A panel participant (no SESSION_ID recorded) whose link now carries one still needs the resume code.
+    with_one = JoinLink(external_id="p-panel", external_session_id="se-4")
+    assert enter(study, link=with_one).entry == Entry.PROOF_NEEDED
+    assert enter(study, link=with_one, resume_code="WRONG-WRONG").entry == Entry.PROOF_WRONG
+    assert enter(study, link=with_one, resume_code=panel.resume_code) == EntryOutcome(Entry.RESUMED, panel)
+    # Declining never runs the proof check: it records a bare refusal.
+    declined = enter(study, consent=False, link=JoinLink(external_id="p-panel"))
+    assert declined.entry == Entry.JOINED and declined.participant.consent == Participant.Consent.DECLINED
+
+
+def test_ten_wrong_resume_codes_lock_that_id_out_for_fifteen_minutes_and_no_other():
+    study, other_study = small_study(), small_study()
+    locked = enter(study, link=JoinLink(external_id="p-1")).participant
+    neighbour = enter(study, link=JoinLink(external_id="p-2")).participant
+    same_id_elsewhere = enter(other_study, link=JoinLink(external_id="p-1")).participant
+    for _ in range(RESUME_MAX_FAILURES - 1):
+        assert enter(study, link=JoinLink(external_id="p-1"), resume_code="WRONG").entry == Entry.PROOF_WRONG
+    # After nine wrong codes the right one still works; the tenth wrong one locks the id.
+    assert enter(study, link=JoinLink(external_id="p-1"), resume_code=locked.resume_code).entry == Entry.RESUMED
+    assert enter(study, link=JoinLink(external_id="p-1"), resume_code="WRONG").entry == Entry.PROOF_WRONG
+    assert enter(study, link=JoinLink(external_id="p-1"), resume_code=locked.resume_code).entry == Entry.PROOF_LOCKED
+    assert 15 * 60 - 5 < expiry_in_seconds("resume-failures") <= 15 * 60
+    assert enter(study, link=JoinLink(external_id="p-2"), resume_code=neighbour.resume_code).entry == Entry.RESUMED
+    assert enter(other_study, link=JoinLink(external_id="p-1"),
+                 resume_code=same_id_elsewhere.resume_code).entry == Entry.RESUMED
+
+
+def test_the_join_rate_counts_new_participants_per_study_and_address_in_a_one_minute_window():
+    study, other_study = small_study(), small_study()
+    limited = {"client_address": "203.0.113.7", "joins_per_minute": 2}
+    assert [enter(study, **limited).entry for _ in range(3)] == [Entry.JOINED, Entry.JOINED, Entry.RATE_LIMITED]
+    assert 55 < expiry_in_seconds(f"join-rate:{study.code}:203.0.113.7") <= 60
+    assert enter(study, client_address="198.51.100.1", joins_per_minute=2).entry == Entry.JOINED
+    assert enter(other_study, **limited).entry == Entry.JOINED
+    # Without a limit (None) nobody is counted or turned away.
+    assert [enter(study, client_address="192.0.2.1").entry for _ in range(3)] == [Entry.JOINED] * 3
+    assert Participant.objects.filter(study=study).count() == 6
+    # Refused joins count too (three so far): the fourth is refused under a limit of 2, the fifth allowed under 5.
+    assert not join_rate_allow(study=study, client="203.0.113.7", per_minute=2)
+    assert join_rate_allow(study=study, client="203.0.113.7", per_minute=5)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_wrong_resume_codes_sent_in_parallel_are_checked_no_more_than_ten_times(monkeypatch):
+    # A slow counter read widens the gap between reading the failures and counting one more: without the check
+    # being serialised, guesses arriving together all read "fewer than ten" and are all checked.
+    study = small_study()
+    enter(study, link=JoinLink(external_id="p-7"))
+    original_get = DatabaseCache.get
+
+    def slow_get(self, *args, **kwargs):
+        time.sleep(0.05)
+        return original_get(self, *args, **kwargs)
+
+    monkeypatch.setattr(DatabaseCache, "get", slow_get)
+    barrier = threading.Barrier(14)
+    entries, failures = [], []
+
+    def guess():
+        try:
+            barrier.wait()
+            entries.append(enter(study, link=JoinLink(external_id="p-7"), resume_code="WRONG-GUESS").entry)
+        except Exception as exc:  # reported below
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=guess) for _ in range(14)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert sorted(entry.value for entry in entries) == sorted(
+        [Entry.PROOF_WRONG.value] * RESUME_MAX_FAILURES + [Entry.PROOF_LOCKED.value] * 4)
