@@ -9,7 +9,8 @@ from django.test import Client
 from django.utils import timezone
 
 from studyapp.models import Assignment, Participant, Response, Study
-from studyapp.services.participants import InvalidChoice, participant_withdraw, response_submit
+from studyapp.services.participants import InvalidChoice, answers, participant_withdraw, response_submit
+from studyapp.services.participants.answers import ClientTimings
 from tests.factories import make_dataset, make_study
 from tests.studyapp.helpers import answer, participant_of, path, small_study, start, trial_code
 
@@ -162,3 +163,121 @@ def test_a_garbled_resubmission_of_an_answered_trial_returns_the_stored_answer_a
         response_submit(assignment=fresh, choice="not-a-class")
     with pytest.raises(InvalidChoice):
         response_submit(assignment=fresh, choice=" 1")  # only the exact values the page rendered
+
+
+def first_trial(study: Study) -> Assignment:
+    """A new participant's first trial, reserved and shown (through the pages, as a browser gets it)."""
+    return Assignment.objects.get(code=trial_code(start(Client(), study)))
+
+
+def test_a_new_answer_comes_back_as_the_stored_row_itself():
+    study = small_study()
+    trial = first_trial(study)
+    before = timezone.now()
+
+    outcome = response_submit(assignment=trial, choice="2")
+
+    stored = Response.objects.get()
+    assert outcome.created and not outcome.refused
+    assert outcome.response.pk == stored.pk is not None
+    # Loaded-from-the-database state: saving it again updates the row rather than trying to insert a second one.
+    assert (outcome.response._state.adding, outcome.response._state.db) == (False, "default")
+    assert (stored.assignment_id, stored.choice.index, stored.is_idk) == (trial.pk, 2, False)
+    assert before <= stored.created_at <= timezone.now() and stored.created_at == outcome.response.created_at
+    trial.refresh_from_db()
+    assert trial.status == Assignment.Status.ANSWERED
+
+
+def test_i_dont_know_is_stored_as_no_choice():
+    study = small_study(allow_idk=True)
+    outcome = response_submit(assignment=first_trial(study), choice="idk")
+    stored = Response.objects.get()
+    assert outcome.created and (stored.choice_id, stored.is_idk) == (None, True)
+
+
+def test_every_class_the_page_offers_is_an_answer_written_as_the_page_writes_it():
+    # Twelve classes: the two-digit values "10" and "11" are answers too; "010" and "1 0" are not.
+    study = make_study(dataset=make_dataset(n_classes=12, test_per_class=1), shots=(0,), items_per_participant=1)
+    for value, index in [("0", 0), ("10", 10), ("11", 11)]:
+        outcome = response_submit(assignment=first_trial(study), choice=value)
+        assert outcome.response.choice.index == index
+    trial = first_trial(study)
+    for value in ["010", "1 0", "12", "00", "-1", "1.0", "", "１"]:
+        with pytest.raises(InvalidChoice):
+            response_submit(assignment=trial, choice=value)
+    assert Response.objects.count() == 3
+
+
+def test_the_server_response_time_runs_from_showing_the_trial_to_the_answer_in_whole_clamped_milliseconds():
+    study = small_study(k_per_item=5)
+    trials = [first_trial(study) for _ in range(4)]
+    now = timezone.now()
+    shown = [now - timedelta(seconds=2.5), now + timedelta(minutes=5), now - timedelta(days=40), None]
+    for trial, shown_at in zip(trials, shown, strict=True):
+        Assignment.objects.filter(pk=trial.pk).update(shown_at=shown_at)
+        trial.refresh_from_db()
+    times = [response_submit(assignment=trial, choice="0").response.rt_server_ms for trial in trials]
+    assert 2500 <= times[0] < 4500
+    assert times[1] == 0  # a clock that went backwards gives no negative time
+    assert times[2] == 2**31 - 1  # 40 days is past what the column holds: the largest value it can hold
+    assert times[3] is None  # never shown: no server-side time
+    assert [r.rt_server_ms for r in Response.objects.order_by("id")] == times
+
+
+@pytest.mark.parametrize(("sent", "stored"), [(-1, 0), (0, 0), (1, 1), (2**31 - 1, 2**31 - 1), (2**31, 2**31 - 1),
+                                              (None, None)])
+def test_each_client_timing_is_clamped_into_what_the_column_holds(sent, stored):
+    study = small_study()
+    fields = ["rt_client_ms", "images_ready_ms", "clock_start_ms", "blur_count", "hidden_ms"]
+    for field in fields:
+        trial = first_trial(study)
+        # The other fields get distinct values of their own, so a field stored in another's column shows.
+        others = {name: 7 + i for i, name in enumerate(fields) if name != field}
+        response = response_submit(assignment=trial, choice="0", timings=ClientTimings(**{field: sent}, **others))
+        row = Response.objects.get(pk=response.response.pk)
+        assert getattr(row, field) == stored, field
+        assert {name: getattr(row, name) for name in others} == others
+
+
+def test_a_repeated_answer_returns_the_first_one_as_stored_and_changes_nothing():
+    study = small_study()
+    trial = first_trial(study)
+    first = response_submit(assignment=trial, choice="1", rt_client_ms=500)
+
+    again = response_submit(assignment=trial, choice="2", rt_client_ms=900)
+
+    assert (again.created, again.refused) == (False, False)
+    assert again.response.pk == first.response.pk
+    assert (again.response.choice.index, again.response.rt_client_ms) == (1, 500)
+    assert Response.objects.count() == 1
+
+
+def test_an_answer_to_a_lapsed_trial_is_kept_though_someone_else_has_left_the_study():
+    # Only the answering participant's own withdrawal refuses a late answer, not anybody's.
+    study = small_study(design=Study.Design.BETWEEN, shots=(0,), k_per_item=2, items_per_participant=2)
+    leaver = Client()
+    start(leaver, study)
+    participant_withdraw(participant=participant_of(leaver, study))
+    trial = lapsed_trial(study)
+
+    outcome = response_submit(assignment=trial, choice="1")
+
+    assert outcome.created and not outcome.refused
+    trial.refresh_from_db()
+    assert trial.status == Assignment.Status.ANSWERED
+
+
+def test_a_trial_reserved_again_between_the_claim_and_the_lock_is_still_answered_once(monkeypatch):
+    # The race the one-statement claim can lose: the trial lapsed and was reserved again by a page view in between.
+    # The claim then finds it not "reserved"; under the row lock it is reserved again, and the answer takes it.
+    study = small_study()
+    trial = first_trial(study)
+    monkeypatch.setattr(answers, "_claim", lambda *, assignment_id: False)
+
+    outcome = response_submit(assignment=trial, choice="0")
+
+    assert outcome.created and not outcome.refused
+    trial.refresh_from_db()
+    assert trial.status == Assignment.Status.ANSWERED
+    assert Response.objects.get().assignment_id == trial.pk
+    assert Assignment.objects.filter(status=Assignment.Status.ANSWERED).count() == 1
