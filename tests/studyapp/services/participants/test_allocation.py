@@ -4,9 +4,10 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from studyapp.models import Assignment, Participant, Response, Study
@@ -14,6 +15,7 @@ from studyapp.selectors.participants import Step
 from studyapp.services.participants import (
     allocation,
     assignment_next,
+    assignment_show,
     items_choose,
     participant_allocate_next_step,
     participant_enrol,
@@ -512,3 +514,95 @@ def test_a_study_longer_than_five_minutes_gives_everyone_at_least_two_attention_
     per_person = [p.assignments.filter(is_attention_check=True).count()
                   for p in Participant.objects.filter(study=long_study)]
     assert min(per_person) >= 2
+
+
+def expired_first_trial(study: Study, *, slot: int | None = None) -> Assignment:
+    """A new participant's first trial, marked expired (its slot free), optionally moved to `slot` first."""
+    participant = enrol(study)
+    trial = participant_start(participant=participant).assignment
+    Assignment.objects.filter(pk=trial.pk).update(status=Assignment.Status.EXPIRED, slot=trial.slot if slot is None
+                                                  else slot, expires_at=timezone.now() - timedelta(minutes=1))
+    trial.refresh_from_db()
+    return trial
+
+
+@pytest.mark.django_db
+def test_a_trial_taken_back_by_its_page_keeps_its_old_slot_and_gets_a_fresh_reservation():
+    study = make_study(dataset=make_dataset(n_classes=2, test_per_class=1), shots=(0,), k_per_item=3,
+                       items_per_participant=1)
+    trial = expired_first_trial(study, slot=2)  # slots 0 and 1 are free too: the old one is preferred
+    before = timezone.now()
+
+    shown = assignment_show(assignment=trial)
+
+    trial.refresh_from_db()
+    assert shown is not None and (trial.status, trial.slot) == (Assignment.Status.RESERVED, 2)
+    assert trial.expires_at >= before + timedelta(minutes=study.reservation_minutes)
+
+
+@pytest.mark.django_db
+def test_taking_a_trial_back_frees_the_lapsed_places_of_its_item_only():
+    study = make_study(dataset=make_dataset(n_classes=3, test_per_class=1), shots=(0,), k_per_item=1,
+                       items_per_participant=2)
+    late = expired_first_trial(study)
+    # Someone else got the late trial's item (its one slot) and the third item, and let both lapse unmarked.
+    other = enrol(study)
+    participant_start(participant=other)
+    lapse(other)
+    same_item, other_item = (Assignment.objects.get(participant=other, item_id=late.item_id),
+                             Assignment.objects.exclude(item_id=late.item_id).get(participant=other))
+
+    outcome = response_submit(assignment=late, choice="0")
+
+    assert outcome.created
+    late.refresh_from_db()
+    same_item.refresh_from_db()
+    other_item.refresh_from_db()
+    assert (late.status, late.slot) == (Assignment.Status.ANSWERED, 0)
+    assert same_item.status == Assignment.Status.EXPIRED  # its slot had to be freed
+    assert other_item.status == Assignment.Status.RESERVED  # lapsed, but nobody needed its place yet
+
+
+@pytest.mark.django_db
+def test_a_late_answer_finds_the_free_slot_from_the_used_ones_without_colliding(django_assert_max_num_queries):
+    # The free slots are read from the item's live trials; the unique constraint is the guarantee, not the search.
+    study = make_study(dataset=make_dataset(n_classes=2, test_per_class=1), shots=(0,), k_per_item=3,
+                       items_per_participant=1)
+    late = expired_first_trial(study, slot=0)
+    for slot in (0, 1):  # two others hold slots 0 and 1 of the same item: only slot 2 is free
+        someone = enrol(study)
+        Assignment.objects.create(participant=someone, condition=late.condition, item=late.item, position=0,
+                                  slot=slot, expires_at=timezone.now() + timedelta(minutes=30))
+    with CaptureQueriesContext(connection) as queries:
+        outcome = response_submit(assignment=late, choice="1")
+    late.refresh_from_db()
+    assert outcome.created and (late.status, late.slot) == (Assignment.Status.ANSWERED, 2)
+    slot_writes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE") and '"slot"' in q["sql"]]
+    assert len(slot_writes) == 1, slot_writes
+
+
+@pytest.mark.django_db
+def test_taking_back_a_trial_that_another_request_already_took_back_and_answered_changes_nothing():
+    study = make_study(dataset=make_dataset(n_classes=2, test_per_class=1), shots=(0,), k_per_item=2,
+                       items_per_participant=1)
+    stale = expired_first_trial(study)  # this request still sees it expired ...
+    Assignment.objects.filter(pk=stale.pk).update(status=Assignment.Status.ANSWERED, slot=1)  # ... another answered it
+
+    # It is back with this participant already: True, and the other request's answer stays as it is.
+    assert allocation._reclaim(assignment=stale, to_status=Assignment.Status.RESERVED) is True
+    assert Assignment.objects.filter(pk=stale.pk).values_list("status", "slot").get() == (
+        Assignment.Status.ANSWERED, 1)
+
+
+@pytest.mark.django_db
+def test_an_attention_check_has_no_slot_to_take_back():
+    study = attention_study()
+    participant = enrol(study)
+    participant_start(participant=participant)
+    check = Assignment.objects.filter(participant=participant, is_attention_check=True).first()
+    assert allocation._reclaim(assignment=check, to_status=Assignment.Status.RESERVED) is True  # still live
+    Assignment.objects.filter(pk=check.pk).update(status=Assignment.Status.EXPIRED)  # as withdrawing does
+    check.refresh_from_db()
+    assert allocation._reclaim(assignment=check, to_status=Assignment.Status.RESERVED) is False
+    assert Assignment.objects.filter(pk=check.pk).values_list("status", "slot").get() == (
+        Assignment.Status.EXPIRED, None)
