@@ -92,18 +92,26 @@ _sql: dict[tuple[str, str], str] = {}
 _RESPONSE_FIELDS = [f for f in Response._meta.concrete_fields if not f.primary_key]
 
 
+def _claim_sql() -> str:
+    q = connection.ops.quote_name
+    return f"UPDATE {q(Assignment._meta.db_table)} SET {q('status')} = %s WHERE {q('id')} = %s AND {q('status')} = %s"
+
+
+def _insert_sql() -> str:
+    q = connection.ops.quote_name
+    columns = ", ".join(q(f.column) for f in _RESPONSE_FIELDS)
+    returning = f" RETURNING {q('id')}" if connection.features.can_return_columns_from_insert else ""
+    return (f"INSERT INTO {q(Response._meta.db_table)} ({columns}) "
+            f"VALUES ({', '.join(['%s'] * len(_RESPONSE_FIELDS))}){returning}")
+
+
+_BUILD = {"claim": _claim_sql, "insert": _insert_sql}
+
+
 def _statement(name: str) -> str:
     key = (name, connection.vendor)
     if key not in _sql:
-        q = connection.ops.quote_name
-        if name == "claim":
-            table = q(Assignment._meta.db_table)
-            _sql[key] = f"UPDATE {table} SET {q('status')} = %s WHERE {q('id')} = %s AND {q('status')} = %s"
-        else:
-            columns = ", ".join(q(f.column) for f in _RESPONSE_FIELDS)
-            returning = f" RETURNING {q('id')}" if connection.features.can_return_columns_from_insert else ""
-            _sql[key] = (f"INSERT INTO {q(Response._meta.db_table)} ({columns}) "
-                         f"VALUES ({', '.join(['%s'] * len(_RESPONSE_FIELDS))}){returning}")
+        _sql[key] = _BUILD[name]()
     return _sql[key]
 
 

@@ -5,10 +5,13 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from studyapp.models import Assignment, Participant, Response, Study
+from studyapp.selectors.study_cache import study_frozen
 from studyapp.services.participants import InvalidChoice, answers, participant_withdraw, response_submit
 from studyapp.services.participants.answers import ClientTimings
 from tests.factories import make_dataset, make_study
@@ -166,8 +169,9 @@ def test_a_garbled_resubmission_of_an_answered_trial_returns_the_stored_answer_a
 
 
 def first_trial(study: Study) -> Assignment:
-    """A new participant's first trial, reserved and shown (through the pages, as a browser gets it)."""
-    return Assignment.objects.get(code=trial_code(start(Client(), study)))
+    """A new participant's first trial, reserved and shown (through the pages, as a browser gets it), read with its
+    condition and study as the trial page reads it."""
+    return Assignment.objects.select_related("condition__study").get(code=trial_code(start(Client(), study)))
 
 
 def test_a_new_answer_comes_back_as_the_stored_row_itself():
@@ -281,3 +285,23 @@ def test_a_trial_reserved_again_between_the_claim_and_the_lock_is_still_answered
     assert trial.status == Assignment.Status.ANSWERED
     assert Response.objects.get().assignment_id == trial.pk
     assert Assignment.objects.filter(status=Assignment.Status.ANSWERED).count() == 1
+
+
+def statements(queries: CaptureQueriesContext) -> list[str]:
+    """The first word of each statement run (savepoints left out: the test itself runs in a transaction)."""
+    words = [q["sql"].split(None, 1)[0].upper() for q in queries.captured_queries]
+    return [w for w in words if w not in ("SAVEPOINT", "RELEASE", "ROLLBACK")]
+
+
+def test_an_answer_is_one_conditional_update_and_one_insert_and_a_repeat_writes_nothing():
+    # The usual case claims the trial and stores the answer, nothing more; a repeat reads the stored answer and does
+    # not even try to insert a second one (the unique constraint would refuse it, at the cost of a rollback).
+    study = small_study()
+    trial = first_trial(study)
+    study_frozen(study=study)  # the study's classes, read once per process (studyapp.selectors.study_cache)
+    with CaptureQueriesContext(connection) as first:
+        response_submit(assignment=trial, choice="1")
+    with CaptureQueriesContext(connection) as repeat:
+        again = response_submit(assignment=trial, choice="2")
+    assert statements(first) == ["UPDATE", "INSERT"]
+    assert "INSERT" not in statements(repeat) and not again.created
