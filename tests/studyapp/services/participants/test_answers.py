@@ -1,18 +1,26 @@
 """studyapp.services.participants.answers: an answer recorded exactly once, only as a value the page offered."""
 
 import re
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, connections, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from studyapp.models import Assignment, Participant, Response, Study
 from studyapp.selectors.study_cache import study_frozen
-from studyapp.services.participants import InvalidChoice, answers, participant_withdraw, response_submit
+from studyapp.services.participants import (
+    InvalidChoice,
+    answers,
+    participant_enrol,
+    participant_withdraw,
+    response_submit,
+)
 from studyapp.services.participants.answers import ClientTimings
 from tests.factories import make_dataset, make_study
 from tests.studyapp.helpers import answer, participant_of, path, small_study, start, trial_code
@@ -206,10 +214,17 @@ def test_every_class_the_page_offers_is_an_answer_written_as_the_page_writes_it(
         outcome = response_submit(assignment=first_trial(study), choice=value)
         assert outcome.response.choice.index == index
     trial = first_trial(study)
-    for value in ["010", "1 0", "12", "00", "-1", "1.0", "", "１"]:
-        with pytest.raises(InvalidChoice):
+    for value in ["010", "1 0", "12", "00", "-1", "+1", "1.0", "", "１", "٣"]:
+        with pytest.raises(InvalidChoice, match=f"^not a class of this study: {re.escape(repr(value))}$"):
             response_submit(assignment=trial, choice=value)
     assert Response.objects.count() == 3
+
+
+def test_i_dont_know_is_refused_with_its_reason_where_the_study_does_not_offer_it():
+    trial = first_trial(small_study(allow_idk=False))
+    with pytest.raises(InvalidChoice, match="^this study has no \"I don't know\" option$"):
+        response_submit(assignment=trial, choice="idk")
+    assert not Response.objects.exists()
 
 
 def test_the_server_response_time_runs_from_showing_the_trial_to_the_answer_in_whole_clamped_milliseconds():
@@ -221,6 +236,9 @@ def test_the_server_response_time_runs_from_showing_the_trial_to_the_answer_in_w
         Assignment.objects.filter(pk=trial.pk).update(shown_at=shown_at)
         trial.refresh_from_db()
     times = [response_submit(assignment=trial, choice="0").response.rt_server_ms for trial in trials]
+    stored = Response.objects.select_related("assignment").get(assignment=trials[0])
+    # The answer's own timestamp is the "now" its server time was measured to.
+    assert times[0] == int((stored.created_at - stored.assignment.shown_at).total_seconds() * 1000)
     assert 2500 <= times[0] < 4500
     assert times[1] == 0  # a clock that went backwards gives no negative time
     assert times[2] == 2**31 - 1  # 40 days is past what the column holds: the largest value it can hold
@@ -305,3 +323,64 @@ def test_an_answer_is_one_conditional_update_and_one_insert_and_a_repeat_writes_
         again = response_submit(assignment=trial, choice="2")
     assert statements(first) == ["UPDATE", "INSERT"]
     assert "INSERT" not in statements(repeat) and not again.created
+
+
+def test_an_answer_colliding_with_one_stored_meanwhile_returns_the_stored_one_and_leaves_no_trace():
+    # The race the row lock does not order (none is known): a response for the trial appears between the claim and
+    # the insert. The unique constraint refuses the second; the whole attempt rolls back.
+    study = small_study()
+    trial = first_trial(study)
+    stored = Response.objects.create(assignment=trial, choice=trial.item.label)
+
+    outcome = response_submit(assignment=trial, choice="2")
+
+    assert (outcome.response, outcome.created, outcome.refused) == (stored, False, False)
+    assert Response.objects.get().choice_id == trial.item.label_id
+    trial.refresh_from_db()
+    assert trial.status == Assignment.Status.RESERVED  # the claim rolled back with the insert
+
+
+def test_a_late_answer_reads_the_trial_with_its_study_once():
+    # The locked re-read of a lapsed trial brings its condition and study along: taking it back needs both.
+    study = small_study(design=Study.Design.BETWEEN, shots=(0,), k_per_item=2, items_per_participant=2)
+    trial = Assignment.objects.select_related("condition__study").get(pk=lapsed_trial(study).pk)
+    study_frozen(study=study)
+    with CaptureQueriesContext(connection) as queries:
+        assert response_submit(assignment=trial, choice="1").created
+    study_reads = [q["sql"] for q in queries.captured_queries if 'FROM "studyapp_study"' in q["sql"]]
+    assert study_reads == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_answer_holding_its_trials_lock_does_not_hold_up_joins():
+    # The late answer locks its trial's row only: were the joined condition and study rows locked too, every join
+    # (which queues on the study row to balance conditions) would wait for it.
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: SQLite lets one writer at a time in anyway")
+    study = small_study(design=Study.Design.BETWEEN, shots=(0,), k_per_item=2, items_per_participant=2)
+    trial = Assignment.objects.select_related("condition__study").get(pk=lapsed_trial(study).pk)
+    locked, release = threading.Event(), threading.Event()
+    errors = []
+
+    def late_answer():
+        try:
+            with transaction.atomic():
+                answers._claim_otherwise(assignment=trial)
+                locked.set()
+                release.wait(timeout=30)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=late_answer)
+    holder.start()
+    try:
+        assert locked.wait(timeout=30)
+        joined = ThreadPoolExecutor(1).submit(
+            lambda: (participant_enrol(study=study, enrolment=uuid.uuid4(), consent=True), connections.close_all()))
+        joined.result(timeout=10)  # a bound, not a measurement: blocked behind the lock, it would never return
+    finally:
+        release.set()
+        holder.join()
+    assert errors == []
