@@ -188,9 +188,13 @@ def test_returns_sort_each_id_into_withdrawn_already_or_unknown_once():
     finish(clients["done"], clients["done"].get(f"/s/{study.code}/next", follow=True))
     assert participant_of(clients["done"], study).completed_at is not None
 
+    elsewhere = make_study(dataset=make_dataset(n_classes=2, test_per_class=2), shots=(0,), items_per_participant=2)
+    start(Client(), elsewhere, pid="live")  # the same id in another study is another participant
+
     outcome = participants_mark_returned(study=study, external_ids=["live", "left", "", "done", "nobody", "live"])
 
     assert outcome == {"withdrawn": ["live"], "already": ["left", "done"], "unknown": ["nobody"]}
+    assert Participant.objects.get(study=elsewhere).withdrawn_at is None
 
 
 def test_a_finished_participant_cannot_be_withdrawn_and_leaving_twice_changes_nothing():
@@ -231,7 +235,10 @@ def first_trial(study: Study) -> Assignment:
 
 def test_showing_a_trial_notes_the_first_time_only_even_from_a_stale_copy():
     study = small_study()
+    first_trial(study)  # another participant's trial, shown by its page
     trial = first_trial(study)
+    Assignment.objects.update(shown_at=None)  # none shown yet (the pages above showed them)
+    trial.refresh_from_db()
     stale = Assignment.objects.get(pk=trial.pk)  # another tab's copy, read before the first show
 
     shown = assignment_show(assignment=trial)
@@ -240,6 +247,8 @@ def test_showing_a_trial_notes_the_first_time_only_even_from_a_stale_copy():
 
     assert shown is trial and first is not None and shown.shown_at == first
     assert again.shown_at == first and Assignment.objects.get(pk=trial.pk).shown_at == first
+    # Only this trial was marked shown.
+    assert set(Assignment.objects.exclude(pk=trial.pk).values_list("shown_at", flat=True)) == {None}
 
 
 def test_an_answered_trial_is_not_shown_again():
