@@ -10,8 +10,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from studyapp.models import Assignment, Participant, Response, Study
-from studyapp.selectors.participants import Step
+from studyapp.models import Assignment, Item, Participant, Response, ShotExample, Study
+from studyapp.selectors.participants import Step, practice_item_ids
 from studyapp.services.participants import (
     allocation,
     assignment_next,
@@ -606,3 +606,59 @@ def test_an_attention_check_has_no_slot_to_take_back():
     assert allocation._reclaim(assignment=check, to_status=Assignment.Status.RESERVED) is False
     assert Assignment.objects.filter(pk=check.pk).values_list("status", "slot").get() == (
         Assignment.Status.EXPIRED, None)
+
+
+class TestCheckCount:
+    """How many attention checks a part gets: a share of its trials, rounded at random (no database)."""
+
+    def test_the_rounding_is_random_so_that_the_expected_share_of_checks_is_exact(self):
+        # rate 0.3 of the part's trials with 5 test items: 5 * 0.3 / 0.7 = 2.142857 checks on average, i.e. exactly
+        # 30% of the trials in expectation; each part gets 2 or 3.
+        study = Study(attention_check_rate=0.3)
+        rng = random.Random(7)
+        counts = [allocation._check_count(5, study, rng) for _ in range(20_000)]
+        assert set(counts) == {2, 3}
+        mean = sum(counts) / len(counts)
+        assert abs(mean - 15 / 7) < 4 * (0.142857 * 0.857143 / len(counts)) ** 0.5  # 4 standard errors
+        share = mean / (mean + 5)
+        assert abs(share - 0.3) < 0.002
+
+    def test_a_whole_number_of_checks_is_never_rounded_up(self):
+        rng = random.Random(3)
+        assert {allocation._check_count(4, Study(attention_check_rate=0.5), rng) for _ in range(500)} == {4}
+
+    def test_no_checks_without_a_rate_or_without_test_items_and_no_random_draw_either(self):
+        for n_test, rate in ((5, 0.0), (0, 0.3)):
+            rng, untouched = random.Random(11), random.Random(11)
+            assert allocation._check_count(n_test, Study(attention_check_rate=rate), rng, minimum=2) == 0
+            assert rng.random() == untouched.random()
+
+    def test_a_minimum_raises_the_count_but_the_draw_is_made_all_the_same(self):
+        study = Study(attention_check_rate=0.3)
+        for seed in range(50):
+            low, high = random.Random(seed), random.Random(seed)
+            drawn = allocation._check_count(5, study, low)
+            assert allocation._check_count(5, study, high, minimum=4) == max(drawn, 4) == 4
+            assert allocation._check_count(5, study, random.Random(seed), minimum=1) == drawn
+            assert low.random() == high.random()  # later draws (which checks, their order) do not depend on it
+
+
+@pytest.mark.django_db
+def test_attention_checks_are_never_a_practice_image_an_example_nor_the_same_image_twice_for_a_participant():
+    # Three parts with two checks each from a pool of known-answer images some of which are examples (one- and
+    # two-shot) and practice images: a participant sees each remaining one at most once.
+    dataset = make_dataset(n_classes=3, train_per_class=5, test_per_class=4)
+    study = make_study(dataset=dataset, items_per_participant=2, attention_check_rate=0.5, practice_trials=2)
+    examples = set(ShotExample.objects.filter(condition__study=study).values_list("item_id", flat=True))
+    practice = set(practice_item_ids(study=study))
+    allowed = set(Item.objects.filter(dataset=dataset, split=study.shot_split).values_list("id", flat=True)) - (
+        examples | practice)
+    assert len(practice) == 2 and examples and len(allowed) >= 6
+    for _ in range(5):
+        participant = enrol(study)
+        answer_all(participant)
+        checks = list(participant.assignments.filter(is_attention_check=True).values_list("item_id", flat=True))
+        assert len(checks) == 6 and len(set(checks)) == 6
+        assert set(checks) <= allowed
+    # Drawn at random per participant, not the same six for everyone.
+    assert Assignment.objects.filter(is_attention_check=True).values("item_id").distinct().count() > 6
