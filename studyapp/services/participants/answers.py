@@ -3,7 +3,7 @@
 import re
 from dataclasses import dataclass
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.utils import timezone
 
 from studyapp.models import IDK, Assignment, Participant, Response, Study
@@ -92,7 +92,7 @@ _sql: dict[tuple[str, str], str] = {}
 _RESPONSE_FIELDS = [f for f in Response._meta.concrete_fields if not f.primary_key]
 
 
-def _statement(name: str) -> str:
+def _statement(name: str, connection) -> str:
     key = (name, connection.vendor)
     if key not in _sql:
         q = connection.ops.quote_name
@@ -109,16 +109,19 @@ def _statement(name: str) -> str:
 
 def _claim(*, assignment_id: int) -> bool:
     """Reserved → answered, if it still is reserved."""
+    connection = connections[DEFAULT_DB_ALIAS]  # not the django.db.connection proxy: a lookup per attribute read
     with connection.cursor() as cursor:
-        cursor.execute(_statement("claim"), [Assignment.Status.ANSWERED, assignment_id, Assignment.Status.RESERVED])
+        cursor.execute(_statement("claim", connection),
+                       [Assignment.Status.ANSWERED, assignment_id, Assignment.Status.RESERVED])
         return cursor.rowcount == 1
 
 
 def _insert(response: Response) -> None:
     """Store a new response (its fields prepared by the model's own fields, as Model.save() would)."""
+    connection = connections[DEFAULT_DB_ALIAS]
     values = [f.get_db_prep_save(getattr(response, f.attname), connection) for f in _RESPONSE_FIELDS]
     with connection.cursor() as cursor:
-        cursor.execute(_statement("insert"), values)
+        cursor.execute(_statement("insert", connection), values)
         response.pk = cursor.fetchone()[0] if connection.features.can_return_columns_from_insert else cursor.lastrowid
     response._state.adding, response._state.db = False, connection.alias
 
