@@ -92,11 +92,20 @@ def _statement(name: str, connection) -> str:
         owner = (f"FROM {q(_A.table)} a JOIN {q(_P.table)} p ON p.{q('id')} = a.{q('participant_id')} "
                  f"JOIN {q(_S.table)} s ON s.{q('id')} = p.{q('study_id')} ")
         where_owner = f"WHERE a.{q('code')} = %s AND p.{q('code')} = %s AND s.{q('code')} = %s"
+        trial_columns = (f"{_A.columns(connection)}, {_P.columns(connection)}, {_S.columns(connection)}, "
+                         f"{_C.columns(connection)}, {_I.columns(connection)}")
+        trial_from = (owner + f"JOIN {q(_C.table)} c ON c.{q('id')} = a.{q('condition_id')} "
+                      f"JOIN {q(_I.table)} i ON i.{q('id')} = a.{q('item_id')} ")
+        # The participant's first other unanswered trial of the same part (by position: an index scan of
+        # assignment_position_unique), if there is one.
+        following = (f"LEFT JOIN {q(_A.table)} n ON n.{q('id')} = (SELECT o.{q('id')} FROM {q(_A.table)} o "
+                     f"WHERE o.{q('participant_id')} = a.{q('participant_id')} AND o.{q('condition_id')} = "
+                     f"a.{q('condition_id')} AND o.{q('status')} <> %s AND o.{q('id')} <> a.{q('id')} "
+                     f"ORDER BY o.{q('position')} LIMIT 1) ")
         _sql[key] = {
-            "trial": (f"SELECT {_A.columns(connection)}, {_P.columns(connection)}, {_S.columns(connection)}, "
-                      f"{_C.columns(connection)}, {_I.columns(connection)} " + owner
-                      + f"JOIN {q(_C.table)} c ON c.{q('id')} = a.{q('condition_id')} "
-                      + f"JOIN {q(_I.table)} i ON i.{q('id')} = a.{q('item_id')} " + where_owner),
+            "trial": f"SELECT {trial_columns} {trial_from}{where_owner}",
+            "trial_following": (f"SELECT {trial_columns}, n.{q('id')}, n.{q('code')}, n.{q('status')}, "
+                                f"n.{q('position')} {trial_from}{following}{where_owner}"),
             "trial_image": (f"SELECT i.{q('image')} " + owner + f"JOIN {q(_I.table)} i ON i.{q('id')} = a.{q('item_id')} "
                             + where_owner + f" AND p.{q('withdrawn_at')} IS NULL"),
             "trials": (f"SELECT {q('condition_id')}, {q('status')}, {q('position')}, {q('code')} FROM {q(_A.table)} "
@@ -142,8 +151,33 @@ def participant_trial_get(*, study_code, participant_code, code, connection=None
     if params is None:
         return None
     row = _run("trial", params, connection, one=True)
+    return None if row is None else _trial_build(row, connection)
+
+
+def participant_trial_following_get(*, study_code, participant_code, code,
+                                    connection=None) -> tuple[Assignment, Assignment | None] | None:
+    """participant_trial_get's trial (the same owner check), and, read in the same statement, the participant's
+    first other unanswered trial of its part in the order shown, or None: where an answer to it sends them next,
+    usually (studyapp.services.participants.flow.participant_step_after_answer). The second holds only id, code,
+    status and position, like participant_open_trials' trials."""
+    connection = _connection(connection)
+    params = _owner_params(study_code=study_code, participant_code=participant_code, code=code, connection=connection)
+    if params is None:
+        return None
+    row = _run("trial_following", [Assignment.Status.ANSWERED, *params], connection, one=True)
     if row is None:
         return None
+    trial = _trial_build(row[:-4], connection)
+    pk, following_code, status, position = row[-4:]
+    if pk is None:
+        return trial, None
+    following = _partial(Assignment, connection, id=pk, participant_id=trial.participant_id,
+                         condition_id=trial.condition_id, code=as_uuid(following_code), status=status, position=position)
+    following.participant, following.condition = trial.participant, trial.condition
+    return trial, following
+
+
+def _trial_build(row, connection) -> Assignment:
     cut = [0]
     for table in (_A, _P, _S, _C):
         cut.append(cut[-1] + len(table))

@@ -48,21 +48,24 @@ def participant_allocate_next_step(*, participant: Participant, start: bool = Fa
     return NextStep(Step.COMPLETE)
 
 
-def participant_step_after_answer(*, assignment: Assignment) -> NextStep:
-    """Where the participant goes after answering `assignment` (as read before the answer, with its participant
-    and study): what participant_allocate_next_step says, found with one small read in the usual case.
+def participant_step_after_answer(*, assignment: Assignment, following: Assignment | None) -> NextStep:
+    """Where the participant goes after answering `assignment`: what participant_allocate_next_step says, found
+    without a query in the usual case.
 
-    Usually the answer was given in the participant's current part and its next trial is already reserved: that
-    trial is the next step, as participant_allocate_next_step would find it (its first unanswered trial of the
-    part, when reserved). Anything else (no open trial left, i.e. the part's end; an expired trial to take back;
-    an answer in an earlier part; a participant who finished or left) goes the full way, which may allocate.
+    `assignment` and `following` are as read before the answer, in one statement
+    (studyapp.selectors.hot_reads.participant_trial_following_get): the trial with its participant and study,
+    and the participant's first other unanswered trial of its part. Usually the answer was given in the
+    participant's current part and that next trial is reserved: it is the next step, as
+    participant_allocate_next_step would find it (the part's first unanswered trial, when reserved). Anything
+    else (no trial left, i.e. the part's end; a lapsed trial to take back; an answer in an earlier part; a
+    participant who finished or left) goes the full way, which may allocate. If another tab answered that next
+    trial meanwhile, its page sends the participant on.
     """
     participant = assignment.participant
-    if (participant_settled_step(participant=participant) is None
+    if (following is not None and following.status == Assignment.Status.RESERVED
+            and participant_settled_step(participant=participant) is None
             and participant_current_condition_id(participant=participant) == assignment.condition_id):
-        first = next(participant_open_trials(participant=participant, condition=assignment.condition), None)
-        if first is not None and first.status == Assignment.Status.RESERVED:
-            return NextStep(Step.TRIAL, first)
+        return NextStep(Step.TRIAL, following)
     return participant_allocate_next_step(participant=participant)
 
 
