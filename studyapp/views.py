@@ -17,10 +17,16 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
-from studyapp.forms import AnswerForm, ConsentForm, JoinLinkForm, consent_token
+from studyapp.forms import ConsentForm, JoinLinkForm, answer_parse, consent_token
 from studyapp.fragments import trial_page_html
 from studyapp.models import Assignment, Participant, Study
-from studyapp.selectors.hot_reads import ImageViewer, image_viewer_get, participant_trial_get, trial_image_path
+from studyapp.selectors.hot_reads import (
+    ImageViewer,
+    image_viewer_get,
+    participant_trial_following_get,
+    participant_trial_get,
+    trial_image_path,
+)
 from studyapp.selectors.participants import (
     NextStep,
     Step,
@@ -41,9 +47,9 @@ from studyapp.services.participants import (
     InvalidChoice,
     JoinLink,
     assignment_show,
-    participant_allocate_next_step,
     participant_enter,
     participant_start,
+    participant_step_after_answer,
     participant_withdraw,
     response_submit,
 )
@@ -224,8 +230,8 @@ def practice(request, study_code, number):
     choices = study_choices(study=study)
     context = {"study": study, "practice": current, "choices": choices, "allow_idk": study.allow_idk}
     if request.method == "POST":
-        form = AnswerForm(request.POST)
-        chosen = form.cleaned_data["choice"] if form.is_valid() else ""
+        posted = answer_parse(request.POST)
+        chosen = posted.choice if posted is not None else ""
         right = next((c.name for c in choices if c.value == str(current.item.label.index)), "")
         context.update(answered=True, correct=chosen == str(current.item.label.index), idk=chosen == "idk",
                        right_name=right, last=current.number == current.count)
@@ -258,8 +264,12 @@ def next_trial(request, study_code):
 def trial(request, study_code, assignment_code):
     # The trial with its participant, study, condition and item in one read, found only through the participant
     # the cookie names in the study the URL names: another participant's trial looks like no trial at all.
-    assignment = participant_trial_get(study_code=study_code, participant_code=_cookie_code(request, study_code),
-                                       code=assignment_code)
+    # An answer reads, in the same statement, the trial it will usually send the participant to next.
+    owner = {"study_code": study_code, "participant_code": _cookie_code(request, study_code), "code": assignment_code}
+    if request.method == "POST":
+        assignment, following = participant_trial_following_get(**owner) or (None, None)
+    else:
+        assignment = participant_trial_get(**owner)
     if assignment is None:
         raise Http404("no such trial")
     participant = assignment.participant
@@ -267,7 +277,7 @@ def trial(request, study_code, assignment_code):
     if participant.withdrawn_at is not None:
         return redirect("studyapp:left", study_code=study.code)
     if request.method == "POST":
-        return _answer(request, study, assignment)
+        return _answer(request, study, assignment, following)
     shown = assignment_show(assignment=assignment)
     if shown is None:
         if assignment.status == Assignment.Status.EXPIRED:
@@ -277,16 +287,12 @@ def trial(request, study_code, assignment_code):
                                         page=trial_page(assignment=shown)))
 
 
-def _answer(request, study: Study, assignment: Assignment):
-    form = AnswerForm(request.POST)
-    if not form.is_valid():
+def _answer(request, study: Study, assignment: Assignment, following: Assignment | None):
+    posted = answer_parse(request.POST)
+    if posted is None:
         return HttpResponseBadRequest(_("Please choose one of the answers."), content_type="text/plain; charset=utf-8")
-    data = form.cleaned_data
     try:
-        outcome = response_submit(
-            assignment=assignment, choice=data["choice"],
-            timings=ClientTimings(**{name: data[name] for name in AnswerForm.TIMINGS}),
-        )
+        outcome = response_submit(assignment=assignment, choice=posted.choice, timings=ClientTimings(**posted.timings))
     except InvalidChoice:
         return HttpResponseBadRequest(_("Please choose one of the answers."), content_type="text/plain; charset=utf-8")
     if outcome.refused:
@@ -294,7 +300,7 @@ def _answer(request, study: Study, assignment: Assignment):
                                  "needed. Here is the next one."))
     # Straight to the next trial, allocating the next part if due (this is a POST): one round trip less
     # per answer, a fifth of the requests under load (docs/load.md).
-    return _go(study, assignment.participant, participant_allocate_next_step(participant=assignment.participant))
+    return _go(study, assignment.participant, participant_step_after_answer(assignment=assignment, following=following))
 
 
 @require_GET

@@ -16,8 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from django.db import connection as default_connection
-from django.db import models
+from django.db import DEFAULT_DB_ALIAS, connections, models
 
 from studyapp.models import Assignment, Condition, Item, Participant, Study
 
@@ -93,11 +92,20 @@ def _statement(name: str, connection) -> str:
         owner = (f"FROM {q(_A.table)} a JOIN {q(_P.table)} p ON p.{q('id')} = a.{q('participant_id')} "
                  f"JOIN {q(_S.table)} s ON s.{q('id')} = p.{q('study_id')} ")
         where_owner = f"WHERE a.{q('code')} = %s AND p.{q('code')} = %s AND s.{q('code')} = %s"
+        trial_columns = (f"{_A.columns(connection)}, {_P.columns(connection)}, {_S.columns(connection)}, "
+                         f"{_C.columns(connection)}, {_I.columns(connection)}")
+        trial_from = (owner + f"JOIN {q(_C.table)} c ON c.{q('id')} = a.{q('condition_id')} "
+                      f"JOIN {q(_I.table)} i ON i.{q('id')} = a.{q('item_id')} ")
+        # The participant's first other unanswered trial of the same part (by position: an index scan of
+        # assignment_position_unique), if there is one.
+        following = (f"LEFT JOIN {q(_A.table)} n ON n.{q('id')} = (SELECT o.{q('id')} FROM {q(_A.table)} o "
+                     f"WHERE o.{q('participant_id')} = a.{q('participant_id')} AND o.{q('condition_id')} = "
+                     f"a.{q('condition_id')} AND o.{q('status')} <> %s AND o.{q('id')} <> a.{q('id')} "
+                     f"ORDER BY o.{q('position')} LIMIT 1) ")
         _sql[key] = {
-            "trial": (f"SELECT {_A.columns(connection)}, {_P.columns(connection)}, {_S.columns(connection)}, "
-                      f"{_C.columns(connection)}, {_I.columns(connection)} " + owner
-                      + f"JOIN {q(_C.table)} c ON c.{q('id')} = a.{q('condition_id')} "
-                      + f"JOIN {q(_I.table)} i ON i.{q('id')} = a.{q('item_id')} " + where_owner),
+            "trial": f"SELECT {trial_columns} {trial_from}{where_owner}",
+            "trial_following": (f"SELECT {trial_columns}, n.{q('id')}, n.{q('code')}, n.{q('status')}, "
+                                f"n.{q('position')} {trial_from}{following}{where_owner}"),
             "trial_image": (f"SELECT i.{q('image')} " + owner + f"JOIN {q(_I.table)} i ON i.{q('id')} = a.{q('item_id')} "
                             + where_owner + f" AND p.{q('withdrawn_at')} IS NULL"),
             "trials": (f"SELECT {q('condition_id')}, {q('status')}, {q('position')}, {q('code')} FROM {q(_A.table)} "
@@ -111,6 +119,13 @@ def _statement(name: str, connection) -> str:
                        f"p.{q('withdrawn_at')} IS NULL"),
         }[name]
     return _sql[key]
+
+
+def _connection(connection):
+    """The calling thread's connection itself rather than django.db.connection: that proxy looks the connection
+    up in thread-local storage on every attribute read, and one of these reads makes dozens (measured: a fifth of
+    the trial read's time)."""
+    return connection if connection is not None else connections[DEFAULT_DB_ALIAS]
 
 
 def _owner_params(*, study_code, participant_code, code, connection) -> list | None:
@@ -128,15 +143,41 @@ def _run(name: str, params: list, connection, *, one: bool):
         return cursor.fetchone() if one else cursor.fetchall()
 
 
-def participant_trial_get(*, study_code, participant_code, code, connection=default_connection) -> Assignment | None:
+def participant_trial_get(*, study_code, participant_code, code, connection=None) -> Assignment | None:
     """The asker's own trial with its participant, study, condition and item (one statement), else None.
     Withdrawn participants are found too: the page sends them to the "you left" page."""
+    connection = _connection(connection)
     params = _owner_params(study_code=study_code, participant_code=participant_code, code=code, connection=connection)
     if params is None:
         return None
     row = _run("trial", params, connection, one=True)
+    return None if row is None else _trial_build(row, connection)
+
+
+def participant_trial_following_get(*, study_code, participant_code, code,
+                                    connection=None) -> tuple[Assignment, Assignment | None] | None:
+    """participant_trial_get's trial (the same owner check), and, read in the same statement, the participant's
+    first other unanswered trial of its part in the order shown, or None: where an answer to it sends them next,
+    usually (studyapp.services.participants.flow.participant_step_after_answer). The second holds only id, code,
+    status and position, like participant_open_trials' trials."""
+    connection = _connection(connection)
+    params = _owner_params(study_code=study_code, participant_code=participant_code, code=code, connection=connection)
+    if params is None:
+        return None
+    row = _run("trial_following", [Assignment.Status.ANSWERED, *params], connection, one=True)
     if row is None:
         return None
+    trial = _trial_build(row[:-4], connection)
+    pk, following_code, status, position = row[-4:]
+    if pk is None:
+        return trial, None
+    following = _partial(Assignment, connection, id=pk, participant_id=trial.participant_id,
+                         condition_id=trial.condition_id, code=as_uuid(following_code), status=status, position=position)
+    following.participant, following.condition = trial.participant, trial.condition
+    return trial, following
+
+
+def _trial_build(row, connection) -> Assignment:
     cut = [0]
     for table in (_A, _P, _S, _C):
         cut.append(cut[-1] + len(table))
@@ -150,9 +191,10 @@ def participant_trial_get(*, study_code, participant_code, code, connection=defa
     return assignment
 
 
-def trial_image_path(*, study_code, participant_code, code, connection=default_connection) -> str | None:
+def trial_image_path(*, study_code, participant_code, code, connection=None) -> str | None:
     """The stored image of the asker's own trial; None for anyone else's (it must look like no trial at all),
     and for a participant who left."""
+    connection = _connection(connection)
     params = _owner_params(study_code=study_code, participant_code=participant_code, code=code, connection=connection)
     if params is None:
         return None
@@ -171,9 +213,10 @@ class ImageViewer:
     phases_entered: int
 
 
-def image_viewer_get(*, study_code, code, connection=default_connection) -> ImageViewer | None:
+def image_viewer_get(*, study_code, code, connection=None) -> ImageViewer | None:
     """The participant with that code in the study with that public code, as they are now; None for a stranger
     or someone who left (no more images)."""
+    connection = _connection(connection)
     study_code, participant_code = as_uuid(study_code), as_uuid(code)
     if study_code is None or participant_code is None:
         return None
@@ -187,17 +230,19 @@ def image_viewer_get(*, study_code, code, connection=default_connection) -> Imag
                        phases_entered=phases_entered)
 
 
-def participant_trials_brief(*, participant_id: int, connection=default_connection) -> list[tuple]:
+def participant_trials_brief(*, participant_id: int, connection=None) -> list[tuple]:
     """(condition id, status, position, code) of each of the participant's trials that did not expire unclaimed:
     the trial page's progress and the next trial, whose photo it prefetches. The code as the database returns
     it (a UUID, or its hex on SQLite): as_uuid() the one you need."""
+    connection = _connection(connection)
     return _run("trials", [participant_id, Assignment.Status.EXPIRED], connection, one=False)
 
 
 def participant_open_trials(*, participant: Participant, condition: Condition,
-                            connection=default_connection) -> Iterator[Assignment]:
+                            connection=None) -> Iterator[Assignment]:
     """The participant's unanswered trials of a part in the order shown, as instances holding only id, code,
     status and position (the rest loads on first use, one query): the next trial's redirect needs its code."""
+    connection = _connection(connection)
     rows = _run("open_trials", [participant.pk, condition.pk, Assignment.Status.ANSWERED], connection, one=False)
     for pk, code, status, position in rows:  # built as the caller goes: it usually stops at the first
         trial = _partial(Assignment, connection, id=pk, participant_id=participant.pk, condition_id=condition.pk,

@@ -101,6 +101,18 @@ def participant_conditions(*, participant: Participant) -> list[Condition]:
     return out
 
 
+def participant_current_condition_id(*, participant: Participant) -> int | None:
+    """The id of the part the participant is in now (participant_conditions()[phases_entered - 1]), from the
+    study's frozen data without building a condition; None before the first part or without consent."""
+    if participant.consent != Participant.Consent.GIVEN or participant.phases_entered == 0:
+        return None
+    study = participant.study
+    if study.design == Study.Design.BETWEEN:
+        return participant.condition_id
+    conditions = study_frozen(study=study).conditions
+    return conditions[participant.phases_entered - 1][0] if participant.phases_entered <= len(conditions) else None
+
+
 @dataclass(frozen=True)
 class Progress:
     phase_number: int

@@ -1,5 +1,5 @@
-"""Per-process copies of what an open study froze: its conditions, its classes as its participants see them,
-its shot examples, and where each example belongs.
+"""Per-process copies of what an open study froze: its conditions, its test items, its classes as its
+participants see them, its shot examples, and where each example belongs.
 
 Once a study leaves draft the database refuses any change to these (studyapp/frozen.py: triggers on every
 table involved, class-name translations included), so a copy can never go stale and there is nothing to
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from django.db.models import OuterRef, Subquery
 
-from studyapp.models import ClassLabel, ClassNameTranslation, Condition, ShotExample, Study
+from studyapp.models import ClassLabel, ClassNameTranslation, Condition, ShotExample, Study, StudyItem
 
 _LIMIT = 2_000
 _EXAMPLE_LIMIT = 20_000
@@ -38,6 +38,7 @@ class FrozenStudy:
     choices: tuple[Choice, ...]  # every class, sorted by the name participants see, without examples
     label_ids: dict[str, int] = field(default_factory=dict)  # a choice's value (the class index) -> ClassLabel id
     examples: dict[int, tuple[Choice, ...]] = field(default_factory=dict)  # condition id -> choices with examples
+    item_ids: tuple[int, ...] = ()  # the test items (StudyItem), ascending: the candidates of every allocation
 
     def choices_for(self, condition_id: int) -> tuple[Choice, ...]:
         return self.examples.get(condition_id, self.choices)
@@ -47,7 +48,7 @@ _studies: dict[uuid.UUID, FrozenStudy] = {}
 
 
 def study_frozen(*, study: Study) -> FrozenStudy:
-    """The study's frozen data (three queries the first time per process, none after, once it is open)."""
+    """The study's frozen data (four queries the first time per process, none after, once it is open)."""
     cached = _studies.get(study.code)
     if cached is not None:
         return cached
@@ -77,7 +78,8 @@ def _load(*, study: Study) -> FrozenStudy:
         for condition_id, by_value in codes.items()
     }
     return FrozenStudy(conditions=conditions, choices=tuple(choices),
-                       label_ids={str(index): pk for pk, index, _, _ in rows}, examples=examples)
+                       label_ids={str(index): pk for pk, index, _, _ in rows}, examples=examples,
+                       item_ids=tuple(sorted(StudyItem.objects.filter(study_id=study.pk).values_list("item_id", flat=True))))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from studyapp.services.participants.flow import (
     participant_allocate_next_step,
     participant_complete,
     participant_start,
+    participant_step_after_answer,
     participant_withdraw,
     participants_mark_returned,
 )
@@ -36,5 +37,5 @@ __all__ = [
     "Entry", "EntryOutcome", "InvalidChoice", "JoinLink", "StudyNotOpen", "SubmitOutcome", "assignment_next",
     "assignment_show", "client_fingerprint", "condition_for_new_participant", "items_choose", "join_rate_allow",
     "participant_allocate_next_step", "participant_complete", "participant_enrol", "participant_enter",
-    "participant_start", "response_submit",
+    "participant_start", "participant_step_after_answer", "response_submit",
 ]

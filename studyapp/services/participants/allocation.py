@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from studyapp.models import Assignment, Condition, Item, Participant, ShotExample, Study
 from studyapp.selectors.participants import practice_item_ids
+from studyapp.selectors.study_cache import study_frozen
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def _allocate(*, participant: Participant, condition: Condition) -> None:
     fill = dict(live.values("item_id").annotate(n=Count("id")).values_list("item_id", "n"))
     rng = random.Random(f"{participant.seed}:{condition.shots}")
     choice = items_choose(
-        candidates=sorted(study.study_items.values_list("item_id", flat=True)),
+        candidates=study_frozen(study=study).item_ids,  # frozen once open: cached per process
         fill=fill,
         seen=_items_seen(participant=participant, condition=condition), k=k, n=study.items_per_participant, rng=rng,
     )
@@ -223,7 +224,7 @@ def _check_count(n_test: int, study: Study, rng: random.Random, *, minimum: int 
 
 def study_parts(*, study: Study) -> int:
     """How many parts each participant takes: one between subjects, every condition within."""
-    return 1 if study.design == Study.Design.BETWEEN else study.conditions.count()
+    return 1 if study.design == Study.Design.BETWEEN else len(study_frozen(study=study).conditions)
 
 
 def checks_minimum_per_part(*, study: Study) -> int:

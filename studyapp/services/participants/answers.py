@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.utils import timezone
 
 from studyapp.models import IDK, Assignment, Participant, Response, Study
@@ -88,12 +88,12 @@ _sql: dict[tuple[str, str], str] = {}
 _RESPONSE_FIELDS = [f for f in Response._meta.concrete_fields if not f.primary_key]
 
 
-def _claim_sql() -> str:
+def _claim_sql(connection) -> str:
     q = connection.ops.quote_name
     return f"UPDATE {q(Assignment._meta.db_table)} SET {q('status')} = %s WHERE {q('id')} = %s AND {q('status')} = %s"
 
 
-def _insert_sql() -> str:
+def _insert_sql(connection) -> str:
     q = connection.ops.quote_name
     columns = ", ".join(q(f.column) for f in _RESPONSE_FIELDS)
     returning = f" RETURNING {q('id')}" if connection.features.can_return_columns_from_insert else ""
@@ -104,25 +104,28 @@ def _insert_sql() -> str:
 _BUILD = {"claim": _claim_sql, "insert": _insert_sql}
 
 
-def _statement(name: str) -> str:
+def _statement(name: str, connection) -> str:
     key = (name, connection.vendor)
     if key not in _sql:
-        _sql[key] = _BUILD[name]()
+        _sql[key] = _BUILD[name](connection)
     return _sql[key]
 
 
 def _claim(*, assignment_id: int) -> bool:
     """Reserved → answered, if it still is reserved."""
+    connection = connections[DEFAULT_DB_ALIAS]  # not the django.db.connection proxy: a lookup per attribute read
     with connection.cursor() as cursor:
-        cursor.execute(_statement("claim"), [Assignment.Status.ANSWERED, assignment_id, Assignment.Status.RESERVED])
+        cursor.execute(_statement("claim", connection),
+                       [Assignment.Status.ANSWERED, assignment_id, Assignment.Status.RESERVED])
         return cursor.rowcount == 1
 
 
 def _insert(response: Response) -> None:
     """Store a new response (its fields prepared by the model's own fields, as Model.save() would)."""
+    connection = connections[DEFAULT_DB_ALIAS]
     values = [f.get_db_prep_save(getattr(response, f.attname), connection) for f in _RESPONSE_FIELDS]
     with connection.cursor() as cursor:
-        cursor.execute(_statement("insert"), values)
+        cursor.execute(_statement("insert", connection), values)
         response.pk = cursor.fetchone()[0] if connection.features.can_return_columns_from_insert else cursor.lastrowid
     response._state.adding, response._state.db = False, connection.alias
 

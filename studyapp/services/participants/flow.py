@@ -11,7 +11,13 @@ from django.utils import timezone
 
 from studyapp.models import Assignment, Condition, Participant, Response
 from studyapp.selectors.hot_reads import participant_open_trials
-from studyapp.selectors.participants import NextStep, Step, participant_conditions, participant_settled_step
+from studyapp.selectors.participants import (
+    NextStep,
+    Step,
+    participant_conditions,
+    participant_current_condition_id,
+    participant_settled_step,
+)
 from studyapp.services.participants.allocation import _allocate, _reclaim
 
 
@@ -40,6 +46,27 @@ def participant_allocate_next_step(*, participant: Participant, start: bool = Fa
         return NextStep(Step.FULL)
     participant_complete(participant=participant)
     return NextStep(Step.COMPLETE)
+
+
+def participant_step_after_answer(*, assignment: Assignment, following: Assignment | None) -> NextStep:
+    """Where the participant goes after answering `assignment`: what participant_allocate_next_step says, found
+    without a query in the usual case.
+
+    `assignment` and `following` are as read before the answer, in one statement
+    (studyapp.selectors.hot_reads.participant_trial_following_get): the trial with its participant and study,
+    and the participant's first other unanswered trial of its part. Usually the answer was given in the
+    participant's current part and that next trial is reserved: it is the next step, as
+    participant_allocate_next_step would find it (the part's first unanswered trial, when reserved). Anything
+    else (no trial left, i.e. the part's end; a lapsed trial to take back; an answer in an earlier part; a
+    participant who finished or left) goes the full way, which may allocate. If another tab answered that next
+    trial meanwhile, its page sends the participant on.
+    """
+    participant = assignment.participant
+    if (following is not None and following.status == Assignment.Status.RESERVED
+            and participant_settled_step(participant=participant) is None
+            and participant_current_condition_id(participant=participant) == assignment.condition_id):
+        return NextStep(Step.TRIAL, following)
+    return participant_allocate_next_step(participant=participant)
 
 
 def assignment_next(*, participant: Participant) -> Assignment | None:

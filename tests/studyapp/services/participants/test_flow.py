@@ -5,15 +5,22 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from studyapp.models import Assignment, Participant, Response, Study
+from studyapp.selectors.hot_reads import participant_trial_following_get
+from studyapp.selectors.participants import NextStep, Step, participant_conditions
 from studyapp.services.participants import response_submit
 from studyapp.services.participants.flow import (
+    _phase_enter,
     assignment_show,
+    participant_allocate_next_step,
     participant_complete,
+    participant_step_after_answer,
     participant_withdraw,
     participants_mark_returned,
 )
@@ -313,3 +320,137 @@ def test_completing_twice_keeps_the_first_completion():
     participant = participant_complete(participant=participant_with_checks(study, [True]))
     first = participant.completed_at
     assert participant_complete(participant=participant).completed_at == first
+
+
+# After an answer: participant_step_after_answer finds the next trial in what the answer read before (no query)
+# where it can, and must say exactly what participant_allocate_next_step says (the full way, which the tests below
+# ask afterwards).
+
+
+def as_the_answer_reads_it(trial: Assignment) -> tuple[Assignment, Assignment | None]:
+    """The trial with its participant, study and condition, and the trial that follows it, read as the answer view
+    reads them (before the answer)."""
+    participant = trial.participant
+    return participant_trial_following_get(study_code=participant.study.code, participant_code=participant.code,
+                                           code=trial.code)
+
+
+def the_full_way(trial: Assignment) -> NextStep:
+    return participant_allocate_next_step(participant=Participant.objects.select_related("study").get(
+        pk=trial.participant_id))
+
+
+def same_step(a: NextStep, b: NextStep) -> bool:
+    return (a.step, a.assignment and a.assignment.pk) == (b.step, b.assignment and b.assignment.pk)
+
+
+def test_after_each_answer_the_next_step_is_the_full_ways_with_one_read_inside_a_part():
+    study = small_study(design=Study.Design.WITHIN)
+    trial = first_trial(study)
+    reads_inside_a_part, parts_entered = [], 0
+    while True:
+        read, following = as_the_answer_reads_it(trial)
+        response_submit(assignment=read, choice="0")
+        with CaptureQueriesContext(connection) as queries:
+            step = participant_step_after_answer(assignment=read, following=following)
+        assert same_step(step, the_full_way(read))
+        if step.step != Step.TRIAL:
+            break
+        if step.assignment.condition_id == read.condition_id:
+            reads_inside_a_part.append(len(queries))
+        else:  # the part's end: the next part was entered (allocated) on the way
+            parts_entered += 1
+            assert Participant.objects.get(pk=read.participant_id).phases_entered == parts_entered + 1
+        trial = Assignment.objects.get(pk=step.assignment.pk)
+    assert step.step == Step.COMPLETE and Participant.objects.get(pk=read.participant_id).completed_at is not None
+    assert parts_entered == 2 and reads_inside_a_part == [0, 0, 0]  # three parts of two trials
+
+
+def test_after_a_refused_answer_the_next_step_skips_the_trial_that_went_to_someone_else():
+    study = small_study(design=Study.Design.BETWEEN, shots=(0,), k_per_item=1, items_per_participant=2)
+    trial = first_trial(study)
+    Assignment.objects.filter(pk=trial.pk).update(status=Assignment.Status.EXPIRED)
+    someone = Participant.objects.create(study=study, enrolment=uuid.uuid4(), consent=Participant.Consent.GIVEN,
+                                         condition=trial.condition)
+    Assignment.objects.create(participant=someone, condition=trial.condition, item=trial.item, position=99,
+                              slot=trial.slot, status=Assignment.Status.RESERVED,
+                              expires_at=timezone.now() + timedelta(minutes=30))
+    read, following = as_the_answer_reads_it(trial)
+    assert response_submit(assignment=read, choice="0").refused
+    step = participant_step_after_answer(assignment=read, following=following)
+    second = Assignment.objects.get(participant=trial.participant, position=1)
+    assert step.step == Step.TRIAL and step.assignment.pk == second.pk
+    assert same_step(step, the_full_way(read))
+
+
+def test_after_an_answer_a_lapsed_next_trial_with_a_free_place_is_taken_back_as_the_full_way_does():
+    study = small_study(design=Study.Design.BETWEEN, shots=(0,), items_per_participant=2)
+    trial = first_trial(study)
+    second = Assignment.objects.get(participant=trial.participant, position=1)
+    Assignment.objects.filter(pk=second.pk).update(status=Assignment.Status.EXPIRED)
+    read, following = as_the_answer_reads_it(trial)
+    assert following.pk == second.pk and following.status == Assignment.Status.EXPIRED
+    response_submit(assignment=read, choice="0")
+    step = participant_step_after_answer(assignment=read, following=following)
+    assert step.step == Step.TRIAL and step.assignment.pk == second.pk
+    assert Assignment.objects.get(pk=second.pk).status == Assignment.Status.RESERVED
+    assert same_step(step, the_full_way(read))
+
+
+def test_after_an_answer_a_participant_who_left_goes_to_the_page_for_those_who_left():
+    study = small_study(design=Study.Design.WITHIN)
+    trial = first_trial(study)
+    participant_withdraw(participant=trial.participant)
+    read, following = as_the_answer_reads_it(trial)
+    assert response_submit(assignment=read, choice="0").refused
+    step = participant_step_after_answer(assignment=read, following=following)
+    assert step.step == Step.WITHDRAWN and same_step(step, the_full_way(read))
+    assert not Response.objects.exists()
+
+
+def test_a_late_answer_in_an_earlier_part_sends_the_participant_to_their_current_part():
+    study = small_study(design=Study.Design.WITHIN, k_per_item=1)
+    trial = first_trial(study)
+    # Their first trial lapsed and its place went to someone else, so part one ended without it.
+    Assignment.objects.filter(pk=trial.pk).update(status=Assignment.Status.EXPIRED)
+    someone = Participant.objects.create(study=study, enrolment=uuid.uuid4(), consent=Participant.Consent.GIVEN)
+    theirs = Assignment.objects.create(participant=someone, condition=trial.condition, item=trial.item, position=0,
+                                       slot=trial.slot, status=Assignment.Status.RESERVED,
+                                       expires_at=timezone.now() + timedelta(minutes=30))
+    second = Assignment.objects.get(participant=trial.participant, position=1)
+    response_submit(assignment=as_the_answer_reads_it(second)[0], choice="0")
+    part_two = participant_allocate_next_step(participant=Participant.objects.get(pk=trial.participant_id))
+    assert part_two.step == Step.TRIAL and part_two.assignment.condition_id != trial.condition_id
+    # Then the other reservation lapsed too, and the old tab's answer came in: taken back, as an answer.
+    Assignment.objects.filter(pk=theirs.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    read, following = as_the_answer_reads_it(trial)
+    assert following is None  # nothing else open in part one
+    assert response_submit(assignment=read, choice="0").created
+    step = participant_step_after_answer(assignment=read, following=following)
+    assert step.step == Step.TRIAL and step.assignment.pk == part_two.assignment.pk
+    assert same_step(step, the_full_way(read))
+
+
+def test_an_answer_in_an_earlier_part_goes_to_the_current_part_even_with_a_reserved_trial_left_there():
+    # Old tabs: part one's trials were taken back by their pages (a GET re-reserves a lapsed trial whose place is
+    # free) after the participant had moved on to part two.
+    study = small_study(design=Study.Design.WITHIN)
+    trial = first_trial(study)
+    participant = Participant.objects.select_related("study").get(pk=trial.participant_id)
+    _phase_enter(participant=participant, index=1, condition=participant_conditions(participant=participant)[1])
+    read, following = as_the_answer_reads_it(trial)
+    assert following.status == Assignment.Status.RESERVED and following.condition_id == trial.condition_id
+    response_submit(assignment=read, choice="0")
+    step = participant_step_after_answer(assignment=read, following=following)
+    assert step.step == Step.TRIAL and step.assignment.condition_id != trial.condition_id
+    assert same_step(step, the_full_way(read))
+
+
+def test_a_participant_marked_complete_goes_to_the_end_after_an_answer_whatever_is_left():
+    study = small_study(design=Study.Design.WITHIN)
+    trial = first_trial(study)
+    Participant.objects.filter(pk=trial.participant_id).update(completed_at=timezone.now())
+    read, following = as_the_answer_reads_it(trial)
+    assert following.status == Assignment.Status.RESERVED
+    step = participant_step_after_answer(assignment=read, following=following)
+    assert step.step == Step.COMPLETE and same_step(step, the_full_way(read))
