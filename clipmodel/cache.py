@@ -111,12 +111,23 @@ class FeatureCache:
                     wanted -= rows.keys()
             except (ValueError, OSError, EOFError, KeyError):
                 continue  # unreadable pack: its images are encoded again
+        # Only where such a cache exists: otherwise every missing key cost a failed open (~10 us each).
+        legacy = self._legacy_prefixes(fingerprint) if wanted else set()
         for key in wanted:
+            if key[:2] not in legacy:
+                continue
             try:
                 found[key] = torch.from_numpy(np.load(self._path(fingerprint, key), allow_pickle=False))
             except (FileNotFoundError, ValueError, OSError, EOFError):
                 continue
         return found
+
+    def _legacy_prefixes(self, fingerprint: str) -> set[str]:
+        """The ``<hash[:2]>`` folders of a cache written before packs."""
+        try:
+            return {name for name in os.listdir(self._folder(fingerprint)) if re.fullmatch(r"[0-9a-f]{2}", name)}
+        except FileNotFoundError:
+            return set()
 
     def put_many(self, *, fingerprint: str, features: Mapping[str, torch.Tensor]) -> None:
         """Store the vectors as one pack, atomically (temporary file + os.replace)."""

@@ -8,7 +8,7 @@ from django.utils import timezone
 import clipmodel
 from evaluator import scoring
 from evaluator.models import ModelPrediction, ModelRun, ScoringChunk
-from evaluator.services.chunks import MAX_CHUNK_ATTEMPTS, model_run_score_chunk
+from evaluator.services.chunks import MAX_CHUNK_ATTEMPTS, Prediction, _predictions_insert, model_run_score_chunk
 from evaluator.tasks import score_chunk
 from tests.evaluator.helpers import assert_scored_exactly_once, create_run, score_all
 from tests.factories import make_study
@@ -66,6 +66,43 @@ def test_a_requeued_chunk_scores_only_the_predictions_that_are_missing(tiny_chec
     assert_scored_exactly_once(run)
     survivors = dict(ModelPrediction.objects.filter(run=run, pk__in=kept).values_list("pk", "created_at"))
     assert survivors == {pk: at for pk, at in kept.items() if pk not in lost}
+
+
+def test_writing_a_prediction_the_run_already_has_keeps_the_stored_one_and_writes_the_others(tiny_checkpoint):
+    run = create_run(make_study(), tiny_checkpoint, chunk_size=100)
+    score_all(run)
+    stored = ModelPrediction.objects.filter(run=run).order_by("pk")
+    first, lost = stored[0], stored[1]
+    before = timezone.now()
+    ModelPrediction.objects.filter(pk=lost.pk).delete()
+    other = first.probs[::-1]
+
+    _predictions_insert(run_id=run.pk, rows=[
+        Prediction(condition_id=first.condition_id, method=first.method, item_id=first.item_id,
+                   predicted_id=first.predicted_id, probs=other, p_target=0.5, p_predicted=0.5, error=""),
+        Prediction(condition_id=lost.condition_id, method=lost.method, item_id=lost.item_id,
+                   predicted_id=lost.predicted_id, probs=lost.probs, p_target=lost.p_target,
+                   p_predicted=lost.p_predicted, error=""),
+    ])
+
+    assert ModelPrediction.objects.get(pk=first.pk).probs == first.probs
+    rewritten = ModelPrediction.objects.get(run=run, condition=lost.condition, method=lost.method, item=lost.item)
+    assert (rewritten.predicted_id, rewritten.probs, rewritten.p_target, rewritten.p_predicted) == (
+        lost.predicted_id, lost.probs, lost.p_target, lost.p_predicted)
+    assert before <= rewritten.created_at <= timezone.now()
+    assert_scored_exactly_once(run)
+
+
+def test_a_prediction_with_neither_an_answer_nor_an_error_is_refused_not_dropped(tiny_checkpoint):
+    run = create_run(make_study(), tiny_checkpoint, chunk_size=100)
+    condition = run.study.conditions.get(shots=0)
+    item = run.study.study_items.first().item
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        _predictions_insert(run_id=run.pk, rows=[
+            Prediction(condition_id=condition.pk, method="", item_id=item.pk, predicted_id=None, probs=[],
+                       p_target=None, p_predicted=None, error=""),
+        ])
 
 
 def test_the_database_refuses_a_second_prediction_for_the_same_run_condition_and_item(tiny_checkpoint):
