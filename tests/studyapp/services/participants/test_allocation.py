@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -662,3 +662,81 @@ def test_attention_checks_are_never_a_practice_image_an_example_nor_the_same_ima
         assert set(checks) <= allowed
     # Drawn at random per participant, not the same six for everyone.
     assert Assignment.objects.filter(is_attention_check=True).values("item_id").distinct().count() > 6
+
+
+def batch_of(participant: Participant) -> list[tuple]:
+    """A participant's trials as allocated: (position, item, slot, check?, status), in position order."""
+    return list(participant.assignments.order_by("condition__shots", "position").values_list(
+        "condition__shots", "position", "item_id", "slot", "is_attention_check", "status"))
+
+
+def assignment_inserts(queries: CaptureQueriesContext) -> int:
+    table = Assignment._meta.db_table
+    return sum(1 for q in queries.captured_queries if q["sql"].startswith(f'INSERT INTO "{table}"'))
+
+
+@pytest.mark.django_db
+def test_a_part_goes_in_as_one_insert_taking_the_slots_left_free_by_others():
+    study = make_study(dataset=make_dataset(n_classes=3, train_per_class=6, test_per_class=2), shots=(0,),
+                       k_per_item=3, items_per_participant=6, attention_check_rate=0.25)
+    first, second = enrol(study), enrol(study)
+    participant_start(participant=first)
+    with CaptureQueriesContext(connection) as queries:
+        participant_start(participant=second)
+    # One statement for the whole batch: no slot it chose was taken (the used ones were read, not discovered).
+    assert assignment_inserts(queries) == 1
+    trials = second.assignments.all()
+    assert sorted(a.position for a in trials) == list(range(len(trials)))
+    assert {a.slot for a in trials if not a.is_attention_check} == {1}  # slot 0 of each item is the first's
+    assert all(a.slot is None for a in trials if a.is_attention_check) and any(a.is_attention_check for a in trials)
+    assert all(a.expires_at > timezone.now() + timedelta(minutes=study.reservation_minutes - 1) for a in trials)
+
+
+@pytest.mark.django_db
+def test_a_batch_whose_one_insert_collides_is_claimed_item_by_item_with_the_same_result(monkeypatch):
+    # The rare case: a slot the batch counted as free was taken meanwhile (a late answer took its trial back), the
+    # one insert fails, and the batch is claimed trial by trial. Two identical studies over one dataset, and two
+    # participants with one seed: the slow way must give what the one insert gives.
+    dataset = make_dataset(n_classes=3, train_per_class=6, test_per_class=3)
+    studies = [make_study(dataset=dataset, k_per_item=2, items_per_participant=4, attention_check_rate=0.3, seed=9)
+               for _ in range(2)]
+    others = [enrol(study, seed=1) for study in studies]  # someone holds some slots already, in both
+    for other in others:
+        participant_start(participant=other)
+    fast, slow = (enrol(study, seed=77) for study in studies)
+    answer_all(fast)
+    real_bulk_create = QuerySet.bulk_create
+    collisions = []
+
+    def colliding(self, objs, *args, **kwargs):
+        if self.model is Assignment:
+            collisions.append(len(objs))
+            raise IntegrityError("simulated: a slot of the batch was taken meanwhile")
+        return real_bulk_create(self, objs, *args, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "bulk_create", colliding)
+    answer_all(slow)
+
+    assert len(collisions) == 3  # each part's one insert failed and was claimed trial by trial
+    assert batch_of(slow) == batch_of(fast) and batch_of(fast)
+    slow_expiry = slow.assignments.values_list("expires_at", flat=True)
+    assert all(abs(e - timezone.now()) < timedelta(minutes=studies[1].reservation_minutes + 1) for e in slow_expiry)
+    assert {(a.participant_id, a.condition.study_id) for a in slow.assignments.select_related("condition")} == {
+        (slow.pk, studies[1].pk)}
+
+
+@pytest.mark.django_db
+def test_a_trial_is_taken_back_on_its_own_conditions_slots_not_those_of_the_same_image_elsewhere():
+    # Within subjects every image is in every part; its k slots are per condition.
+    study = make_study(dataset=make_dataset(n_classes=1, test_per_class=1, train_per_class=3), k_per_item=1,
+                       items_per_participant=1)
+    late = expired_first_trial(study)  # zero-shot, its one slot free again
+    other = enrol(study)
+    for condition in study.conditions.exclude(pk=late.condition_id):  # someone holds the image in the other parts
+        Assignment.objects.create(participant=other, condition=condition, item=late.item, position=0, slot=0,
+                                  expires_at=timezone.now() + timedelta(minutes=30))
+
+    outcome = response_submit(assignment=late, choice="0")
+
+    late.refresh_from_db()
+    assert outcome.created and (late.status, late.slot) == (Assignment.Status.ANSWERED, 0)
