@@ -120,8 +120,7 @@ def _allocate(*, participant: Participant, condition: Condition) -> None:
     # Usually no slot we counted as free is taken meanwhile (allocators of the condition queue on its row), so
     # the whole batch goes in as one insert. If one was (a late answer took its expired trial back), nothing of
     # the insert remains and the batch is claimed item by item below, each claim trying the next slot.
-    batch = _batch_plan(kinds=kinds, check_items=check_items, tests=choice.chosen, spares=choice.spares,
-                        used_slots=used_slots, k=k)
+    batch = _batch_plan(kinds=kinds, check_items=check_items, tests=choice.chosen, used_slots=used_slots, k=k)
     try:
         with transaction.atomic():
             Assignment.objects.bulk_create([
@@ -149,35 +148,30 @@ def _allocate(*, participant: Participant, condition: Condition) -> None:
                 break
 
 
-def _batch_plan(*, kinds: list[bool], check_items: list[int], tests: list[int], spares: list[int],
-                used_slots: dict[int, set[int]], k: int) -> list[tuple[int, int | None]]:
+def _batch_plan(*, kinds: list[bool], check_items: list[int], tests: list[int], used_slots: dict[int, set[int]],
+                k: int) -> list[tuple[int, int | None]]:
     """(item, slot) per position, as the item-by-item claims would make them if nobody else claimed meanwhile:
-    a check holds no slot; a test item takes its first free slot, and an item with none gives way to the next
-    spare."""
-    used = {item_id: set(slots) for item_id, slots in used_slots.items()}
-    checks, chosen, spare = iter(check_items), iter(tests), iter(spares)
+    a check holds no slot; a test item takes its first free slot. There is one: items_choose() chose items with
+    fewer than k live trials, and each live trial holds one slot."""
+    checks, chosen = iter(check_items), iter(tests)
     plan: list[tuple[int, int | None]] = []
     for is_check in kinds:
         if is_check:
             plan.append((next(checks), None))
-            continue
-        for item_id in itertools.chain([next(chosen)], spare):
-            taken = used.setdefault(item_id, set())
-            slot = next((s for s in range(k) if s not in taken), None)
-            if slot is not None:
-                taken.add(slot)
-                plan.append((item_id, slot))
-                break
+        else:
+            item_id = next(chosen)
+            used = used_slots.get(item_id, set())
+            plan.append((item_id, next(s for s in range(k) if s not in used)))
     return plan
 
 
 def _items_seen(*, participant: Participant, condition: Condition) -> set[int]:
-    """Items the participant must not get in this part: this part's, and earlier parts' unless repeats are on.
-    Every status counts: a trial that expired may well have been looked at."""
-    trials = participant.assignments.filter(is_attention_check=False)
+    """Items the participant must not get in this part: those of their earlier parts, unless the study lets items
+    repeat across parts. (The part itself has none yet: it is allocated once, when entered.) Every status counts:
+    a trial that expired may well have been looked at."""
     if condition.study.repeat_items_across_parts:
-        trials = trials.filter(condition=condition)
-    return set(trials.values_list("item_id", flat=True))
+        return set()
+    return set(participant.assignments.filter(is_attention_check=False).values_list("item_id", flat=True))
 
 
 def _expire_lapsed(*, condition_id: int, now: datetime, item_id: int | None = None) -> None:

@@ -647,6 +647,7 @@ class TestCheckCount:
 def test_attention_checks_are_never_a_practice_image_an_example_nor_the_same_image_twice_for_a_participant():
     # Three parts with two checks each from a pool of known-answer images some of which are examples (one- and
     # two-shot) and practice images: a participant sees each remaining one at most once.
+    make_study(dataset=make_dataset(n_classes=3, train_per_class=5, test_per_class=4))  # another dataset's images
     dataset = make_dataset(n_classes=3, train_per_class=5, test_per_class=4)
     study = make_study(dataset=dataset, items_per_participant=2, attention_check_rate=0.5, practice_trials=2)
     examples = set(ShotExample.objects.filter(condition__study=study).values_list("item_id", flat=True))
@@ -740,3 +741,51 @@ def test_a_trial_is_taken_back_on_its_own_conditions_slots_not_those_of_the_same
 
     late.refresh_from_db()
     assert outcome.created and (late.status, late.slot) == (Assignment.Status.ANSWERED, 0)
+
+
+@pytest.mark.django_db
+def test_the_minimum_of_checks_applies_from_just_over_five_minutes_of_estimated_trials():
+    dataset = make_dataset(n_classes=3, train_per_class=6, test_per_class=20)
+
+    def minimum(**fields):
+        return checks_minimum_per_part(study=make_study(dataset=dataset, design=Study.Design.BETWEEN, **fields))
+
+    # Trials per part = test items / (1 - rate), six seconds each: 25 / 0.5 = 50 trials are 300 s, not over five
+    # minutes; 45 / 0.8 = 56.25 trials are 337.5 s.
+    assert minimum(items_per_participant=25, attention_check_rate=0.5) == 0
+    assert minimum(items_per_participant=26, attention_check_rate=0.5) == 2
+    assert minimum(items_per_participant=45, attention_check_rate=0.2) == 2
+    assert minimum(items_per_participant=45, attention_check_rate=0.0) == 0  # no checks at all: no minimum
+
+
+@pytest.mark.django_db
+def test_a_part_wanting_exactly_one_check_gets_one():
+    # Two test items at a rate of 1/3: 2 * (1/3) / (2/3) = 1 check, whole, so no random rounding.
+    study = make_study(dataset=make_dataset(n_classes=3, train_per_class=4, test_per_class=2), shots=(0,),
+                       items_per_participant=2, attention_check_rate=1 / 3)
+    participant = enrol(study)
+    participant_start(participant=participant)
+    assert participant.assignments.filter(is_attention_check=True).count() == 1
+
+
+@pytest.mark.django_db
+def test_an_allocation_marks_lapsed_only_the_test_trials_of_its_own_condition():
+    # Lapsed reservations elsewhere are free places already (counting ignores them); marking them is left to whoever
+    # needs their slots. A check holds no slot and is never marked: its participant still gets it.
+    dataset = make_dataset(n_classes=3, train_per_class=6, test_per_class=2)
+    study = make_study(dataset=dataset, design=Study.Design.BETWEEN, items_per_participant=2,
+                       attention_check_rate=0.5)
+    elsewhere = make_study(dataset=dataset, design=Study.Design.BETWEEN, items_per_participant=2)
+    walked_away, away_elsewhere = enrol(study), enrol(elsewhere)
+    participant_start(participant=walked_away)
+    participant_start(participant=away_elsewhere)
+    lapse(walked_away, away_elsewhere)
+    newcomer = enrol(study)
+    Participant.objects.filter(pk=newcomer.pk).update(condition=walked_away.condition)
+    newcomer.refresh_from_db()
+
+    participant_start(participant=newcomer)
+
+    statuses = {(a.is_attention_check, a.status) for a in walked_away.assignments.all()}
+    assert statuses == {(False, Assignment.Status.EXPIRED), (True, Assignment.Status.RESERVED)}
+    assert set(away_elsewhere.assignments.values_list("status", flat=True)) == {Assignment.Status.RESERVED}
