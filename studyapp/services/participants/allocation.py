@@ -34,6 +34,7 @@ from django.utils import timezone
 from studyapp.models import Assignment, Condition, Item, Participant, ShotExample, Study
 from studyapp.selectors.participants import practice_item_ids
 from studyapp.selectors.study_cache import study_frozen
+from studyapp.services.participants.locks import row_lock
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def _allocate(*, participant: Participant, condition: Condition) -> None:
     study = condition.study
     now = timezone.now()
     # Queue behind other allocators of this condition (see the module docstring).
-    list(Condition.objects.select_for_update(no_key=True).filter(pk=condition.pk).values_list("pk", flat=True))
+    row_lock(model=Condition, pk=condition.pk)
     _expire_lapsed(condition_id=condition.pk, now=now)
     if study.status != Study.Status.OPEN:
         return
@@ -204,7 +205,7 @@ def _claim_slot(
     return False
 
 
-def _check_count(n_test: int, study: Study, rng: random.Random, *, minimum: int = 0) -> int:
+def _check_count(n_test: int, study: Study, rng: random.Random, *, minimum: int) -> int:
     """Checks such that they make up attention_check_rate of the phase's trials, rounded at random
     so that the expected share is exact even for short phases; at least `minimum` (a long study)."""
     rate = study.attention_check_rate
@@ -298,8 +299,7 @@ def condition_for_new_participant(*, study: Study) -> Condition | None:
     if study.design != Study.Design.BETWEEN:
         return None
     # Lock the study row so that concurrent joins see each other's choice and stay balanced.
-    # no_key: foreign-key checks of concurrent inserts (they share-lock the key) need not wait for it.
-    list(Study.objects.select_for_update(no_key=True).filter(pk=study.pk).values_list("pk", flat=True))
+    row_lock(model=Study, pk=study.pk)
     now = timezone.now()
     # Places taken and fresh joiners in ONE statement: one snapshot. As two queries (each its own snapshot under
     # READ COMMITTED), a participant whose first part was allocated between them counted in neither (no longer

@@ -23,6 +23,7 @@ from django.utils.crypto import salted_hmac
 
 from studyapp.models import Participant, Study
 from studyapp.services.participants.allocation import condition_for_new_participant
+from studyapp.services.participants.locks import row_lock
 from studyapp.services.ratelimit import rate_count, rate_peek
 
 RESUME_MAX_FAILURES = 10  # wrong resume codes per id and window; the code has ~50 bits
@@ -142,9 +143,9 @@ def _resume(*, participant: Participant, link: JoinLink, resume_code: str) -> En
     failures_key = "studyapp:resume-failures:" + hashlib.sha256(
         f"{participant.study_id}:{participant.external_id}".encode()).hexdigest()
     # Counting is a read then a write: guesses sent in parallel could all read nine failures and all be checked.
-    # Queue them behind a lock on the participant's row (no_key: it does not block their answers).
+    # Queue them behind a lock on the participant's row.
     with transaction.atomic():
-        list(Participant.objects.select_for_update(no_key=True).filter(pk=participant.pk).values_list("pk"))
+        row_lock(model=Participant, pk=participant.pk)
         if rate_peek(key=failures_key) >= RESUME_MAX_FAILURES:
             return EntryOutcome(Entry.PROOF_LOCKED)
         if participant.resume_code and secrets.compare_digest(_normalise_code(resume_code),
@@ -175,9 +176,8 @@ def join_rate_allow(*, study: Study, client: str, per_minute: int) -> bool:
     """
     key = f"studyapp:join-rate:{study.code}:{client}"
     # rate_count() is a read then a write: concurrent joins could both read n and both write n + 1,
-    # slipping past the limit. Queue the check behind a lock on the study row (no_key: it does not
-    # block inserts that reference the study); the cache table is in the same database, so its read
-    # and write run inside this transaction. SQLite's IMMEDIATE transactions serialise anyway.
+    # slipping past the limit. Queue the check behind a lock on the study row; the cache table is in the
+    # same database, so its read and write run inside this transaction.
     with transaction.atomic():
-        list(Study.objects.select_for_update(no_key=True).filter(pk=study.pk).values_list("pk", flat=True))
+        row_lock(model=Study, pk=study.pk)
         return rate_count(key=key, window_s=60) <= per_minute

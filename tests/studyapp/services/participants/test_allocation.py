@@ -616,7 +616,7 @@ class TestCheckCount:
         # 30% of the trials in expectation; each part gets 2 or 3.
         study = Study(attention_check_rate=0.3)
         rng = random.Random(7)
-        counts = [allocation._check_count(5, study, rng) for _ in range(20_000)]
+        counts = [allocation._check_count(5, study, rng, minimum=0) for _ in range(20_000)]
         assert set(counts) == {2, 3}
         mean = sum(counts) / len(counts)
         assert abs(mean - 15 / 7) < 4 * (0.142857 * 0.857143 / len(counts)) ** 0.5  # 4 standard errors
@@ -625,7 +625,7 @@ class TestCheckCount:
 
     def test_a_whole_number_of_checks_is_never_rounded_up(self):
         rng = random.Random(3)
-        assert {allocation._check_count(4, Study(attention_check_rate=0.5), rng) for _ in range(500)} == {4}
+        assert {allocation._check_count(4, Study(attention_check_rate=0.5), rng, minimum=0) for _ in range(500)} == {4}
 
     def test_no_checks_without_a_rate_or_without_test_items_and_no_random_draw_either(self):
         for n_test, rate in ((5, 0.0), (0, 0.3)):
@@ -637,7 +637,7 @@ class TestCheckCount:
         study = Study(attention_check_rate=0.3)
         for seed in range(50):
             low, high = random.Random(seed), random.Random(seed)
-            drawn = allocation._check_count(5, study, low)
+            drawn = allocation._check_count(5, study, low, minimum=0)
             assert allocation._check_count(5, study, high, minimum=4) == max(drawn, 4) == 4
             assert allocation._check_count(5, study, random.Random(seed), minimum=1) == drawn
             assert low.random() == high.random()  # later draws (which checks, their order) do not depend on it

@@ -257,6 +257,7 @@ def test_the_join_fingerprint_is_a_keyed_sha256_of_address_and_browser_and_empty
 
     joined = enter(small_study(), client_address="203.0.113.7", user_agent="Firefox/140")
     assert joined.participant.client_hash == expected
+    assert enter(small_study()).participant.client_hash == ""  # nothing known about where they came from
 
 
 def test_consenting_records_the_links_ids_and_a_condition_and_an_empty_id_as_none():
