@@ -20,6 +20,7 @@ from studyapp.services.participants import (
     participant_allocate_next_step,
     participant_enrol,
     participant_start,
+    participant_withdraw,
     response_submit,
 )
 from studyapp.services.participants.allocation import _claim_slot, checks_minimum_per_part
@@ -789,3 +790,46 @@ def test_an_allocation_marks_lapsed_only_the_test_trials_of_its_own_condition():
     statuses = {(a.is_attention_check, a.status) for a in walked_away.assignments.all()}
     assert statuses == {(False, Assignment.Status.EXPIRED), (True, Assignment.Status.RESERVED)}
     assert set(away_elsewhere.assignments.values_list("status", flat=True)) == {Assignment.Status.RESERVED}
+
+
+@pytest.mark.django_db
+class TestConditionChoice:
+    """Between subjects: a newcomer goes to the condition with the least demand (places taken by test trials, plus
+    a batch to be for each fresh joiner). Two conditions here, so that no tie is left to the seeded order."""
+
+    def study(self) -> Study:
+        return make_study(dataset=make_dataset(n_classes=4, train_per_class=6, test_per_class=1), shots=(0, 1),
+                          design=Study.Design.BETWEEN, k_per_item=1, items_per_participant=2)
+
+    def holder(self, study: Study, condition, **fields) -> Participant:
+        """Someone in `condition` who has started (not fresh any more)."""
+        return enrol(study, condition=condition, phases_entered=1, **fields)
+
+    def hold(self, participant: Participant, items, **fields) -> None:
+        for position, item in enumerate(items):
+            Assignment.objects.create(participant=participant, condition=participant.condition, item=item,
+                                      position=position, slot=None if fields.get("is_attention_check") else 0,
+                                      expires_at=timezone.now() + timedelta(minutes=30), **fields)
+
+    def test_attention_checks_take_no_place(self):
+        study = self.study()
+        zero, one = study.conditions.order_by("shots")
+        tests = [si.item for si in study.study_items.select_related("item")]
+        spare = list(Item.objects.filter(dataset=study.dataset, split=study.shot_split)
+                     .exclude(id__in=ShotExample.objects.values("item_id"))[:3])
+        self.hold(self.holder(study, zero), tests[:1])
+        self.hold(self.holder(study, zero), spare, is_attention_check=True)  # three checks: no place
+        self.hold(self.holder(study, one), tests[:2])
+        assert enrol(study).condition == zero  # one place taken against two
+
+    def test_places_freed_by_leaving_and_joiners_who_never_started_count_for_nothing(self):
+        study = self.study()
+        zero, one = study.conditions.order_by("shots")
+        tests = [si.item for si in study.study_items.select_related("item")]
+        left = self.holder(study, zero)
+        self.hold(left, tests[:2])
+        participant_withdraw(participant=left)  # their reservations are freed at once (marked expired, not lapsed)
+        long_ago = enrol(study, condition=zero)  # joined yesterday, never started
+        Participant.objects.filter(pk=long_ago.pk).update(created_at=timezone.now() - timedelta(days=1))
+        self.hold(self.holder(study, one), tests[2:3])
+        assert enrol(study).condition == zero  # nothing against one place
