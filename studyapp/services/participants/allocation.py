@@ -27,14 +27,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, Model, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from studyapp.models import Assignment, Condition, Item, Participant, ShotExample, Study
 from studyapp.selectors.participants import practice_item_ids
 from studyapp.selectors.study_cache import study_frozen
-from studyapp.services.participants.locks import row_lock
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +77,14 @@ def items_choose(*, candidates: Sequence[int], fill: Mapping[int, int], seen: Se
     chosen = eligible[:n]
     rng.shuffle(chosen)
     return ItemChoice(chosen=chosen, spares=eligible[n:])
+
+
+def row_lock(*, model: type[Model], pk: int) -> None:
+    """Lock one row until the transaction ends, so that callers doing a read-then-write on what it stands for take
+    turns (a study's row for joins, a condition's for allocation, a participant's for resume codes). FOR NO KEY
+    UPDATE on PostgreSQL: inserts that reference the row (a new participant of the study, a trial of the
+    condition) need not wait for it. SQLite ignores it; its IMMEDIATE transactions let one writer in at a time."""
+    list(model.objects.select_for_update(no_key=True).filter(pk=pk).values_list("pk"))
 
 
 def _allocate(*, participant: Participant, condition: Condition) -> None:

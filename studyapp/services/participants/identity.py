@@ -22,8 +22,7 @@ from django.db import IntegrityError, transaction
 from django.utils.crypto import salted_hmac
 
 from studyapp.models import Participant, Study
-from studyapp.services.participants.allocation import condition_for_new_participant
-from studyapp.services.participants.locks import row_lock
+from studyapp.services.participants.allocation import condition_for_new_participant, row_lock
 from studyapp.services.ratelimit import rate_count, rate_peek
 
 RESUME_MAX_FAILURES = 10  # wrong resume codes per id and window; the code has ~50 bits

@@ -14,12 +14,13 @@ from django.utils import timezone
 from studyapp.models import Assignment, Participant, Response, Study
 from studyapp.selectors.hot_reads import participant_trial_following_get
 from studyapp.selectors.participants import NextStep, Step, participant_conditions
-from studyapp.services.participants import response_submit
+from studyapp.services.participants import participant_enrol, response_submit
 from studyapp.services.participants.flow import (
     _phase_enter,
     assignment_show,
     participant_allocate_next_step,
     participant_complete,
+    participant_start,
     participant_step_after_answer,
     participant_withdraw,
     participants_mark_returned,
@@ -454,3 +455,27 @@ def test_a_participant_marked_complete_goes_to_the_end_after_an_answer_whatever_
     assert following.status == Assignment.Status.RESERVED
     step = participant_step_after_answer(assignment=read, following=following)
     assert step.step == Step.COMPLETE and same_step(step, the_full_way(read))
+
+
+def test_before_leaving_the_instructions_a_participant_is_sent_back_to_them_and_nothing_is_allocated():
+    study = small_study()
+    participant = participant_enrol(study=study, enrolment=uuid.uuid4(), consent=True)
+    assert participant_allocate_next_step(participant=participant) == NextStep(Step.INSTRUCTIONS)
+    assert not Assignment.objects.exists()
+    assert participant_start(participant=participant).step == Step.TRIAL
+
+
+def test_a_part_entered_from_another_tab_is_not_allocated_again_from_a_stale_copy():
+    # Two tabs of one participant leave the instructions: the second holds a copy read before the first entered the
+    # part. Entering is a compare-and-set on the number of parts entered, so the second finds the first's batch.
+    study = attention_study()
+    first = participant_enrol(study=study, enrolment=uuid.uuid4(), consent=True)
+    stale = Participant.objects.get(pk=first.pk)
+    opened = participant_start(participant=first)
+    batch = list(Assignment.objects.order_by("position").values_list("id", flat=True))
+
+    again = participant_start(participant=stale)
+
+    assert again == opened and again.step == Step.TRIAL
+    assert list(Assignment.objects.order_by("position").values_list("id", flat=True)) == batch
+    assert Participant.objects.get(pk=first.pk).phases_entered == 1
