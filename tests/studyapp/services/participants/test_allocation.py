@@ -872,3 +872,18 @@ def test_a_batch_whose_slots_were_taken_meanwhile_moves_to_the_next_free_slot_or
     assert trials[1][1] not in taken["chosen"]  # the second item is full: a spare in its place
     assert trials[2][1] == taken["chosen"][2]
     assert_never_above_k(study)
+
+
+@pytest.mark.django_db
+def test_a_condition_is_full_at_items_times_k_places_not_before():
+    # Four items, k = 3: twelve places a condition. Two taken is far from full, so the fewer-places condition wins
+    # against one that is empty but awaits two fresh joiners' batches.
+    study = make_study(dataset=make_dataset(n_classes=4, train_per_class=2, test_per_class=1), shots=(0, 1),
+                       design=Study.Design.BETWEEN, k_per_item=3, items_per_participant=2)
+    zero, one = study.conditions.order_by("shots")
+    started = enrol(study, condition=zero, phases_entered=1)
+    for position, study_item in enumerate(study.study_items.select_related("item")[:2]):
+        Assignment.objects.create(participant=started, condition=zero, item=study_item.item, position=position,
+                                  slot=0, expires_at=timezone.now() + timedelta(minutes=30))
+    enrol(study, condition=one), enrol(study, condition=one)  # fresh: two batches of two to come
+    assert enrol(study).condition == zero  # demand 2 against 4

@@ -279,7 +279,7 @@ def test_enrolling_in_a_study_that_is_not_open_is_an_error():
     study_close(study=closed)
     for study in (draft, closed):
         study.refresh_from_db()
-        with pytest.raises(StudyNotOpen):
+        with pytest.raises(StudyNotOpen, match=f"^study {study.code} is {study.status}$"):
             participant_enrol(study=study, enrolment=uuid.uuid4(), consent=True)
     assert not Participant.objects.exists()
 
