@@ -6,14 +6,13 @@ import uuid
 
 import pytest
 from django.core.cache.backends.db import DatabaseCache
-from django.db import connections
 from django.test import Client
 
 from studyapp.models import Participant
 from studyapp.pages import CSRF, ENROL
 from tests.factories import make_dataset, make_study
 from tests.participant_client import ParticipantBrowser
-from tests.studyapp.helpers import consent, join_url
+from tests.studyapp.helpers import at_once, consent, join_url
 
 
 def small_study():
@@ -74,19 +73,7 @@ def test_concurrent_joins_cannot_slip_past_the_limit_between_reading_and_writing
         return original_get(self, *args, **kwargs)
 
     monkeypatch.setattr(DatabaseCache, "get", slow_get)
-    statuses: list[int] = []
-
-    def one() -> None:
-        try:
-            statuses.append(consent(Client(REMOTE_ADDR="203.0.113.9"), study).status_code)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=one) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    statuses = at_once(lambda: consent(Client(REMOTE_ADDR="203.0.113.9"), study).status_code, 8)
     assert sorted(statuses) == [200] * 3 + [429] * 5
     assert Participant.objects.filter(study=study).count() == 3
 

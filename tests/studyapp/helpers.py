@@ -2,8 +2,10 @@
 studies the participant tests share."""
 
 import re
+import threading
 from urllib.parse import urlencode
 
+from django.db import connections
 from django.test import Client, RequestFactory
 
 from studyapp.models import Assignment, Participant, Study
@@ -74,3 +76,27 @@ def attention_study(**fields) -> Study:
     dataset = make_dataset(n_classes=3, train_per_class=6, test_per_class=4)
     return make_study(dataset=dataset, design=Study.Design.BETWEEN, shots=(0,), items_per_participant=4,
                       attention_check_rate=0.5, attention_threshold=0.75, **fields)
+
+
+def at_once(work, n: int) -> list:
+    """Run `work()` in n threads released together; returns what each returned. Every thread closes its own
+    database connections; an exception in any of them fails the calling test."""
+    barrier = threading.Barrier(n)
+    results, failures = [], []
+
+    def run():
+        try:
+            barrier.wait()
+            results.append(work())
+        except Exception as exc:  # reported below
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [], failures
+    return results

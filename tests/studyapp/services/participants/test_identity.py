@@ -3,7 +3,6 @@
 import hashlib
 import hmac
 import re
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -11,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from django.conf import settings
 from django.core.cache.backends.db import DatabaseCache
-from django.db import connection, connections
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -27,7 +26,17 @@ from studyapp.services.participants.identity import (
 )
 from studyapp.services.studies import study_close
 from tests.factories import make_study
-from tests.studyapp.helpers import answer, consent, join_url, participant_of, path, small_study, start, trial_code
+from tests.studyapp.helpers import (
+    answer,
+    at_once,
+    consent,
+    join_url,
+    participant_of,
+    path,
+    small_study,
+    start,
+    trial_code,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -182,26 +191,12 @@ def test_simultaneous_joins_with_one_prolific_id_and_session_enrol_one_participa
     # Eight browsers post their own consent forms at once with the same id and session: one enrols, the
     # others prove they are that participant (the session matches) and resume it; none is refused.
     study = make_study()
-    barrier = threading.Barrier(8)
-    joined, failures = [], []
-
     def join():
-        try:
-            barrier.wait()
-            outcome = participant_enter(study=study, enrolment=uuid.uuid4(), consent=True,
-                                        link=JoinLink(external_id="same", external_session_id="session-1"))
-            joined.append((outcome.entry.value, outcome.participant.pk))
-        except Exception as exc:  # reported below
-            failures.append(exc)
-        finally:
-            connections.close_all()
+        outcome = participant_enter(study=study, enrolment=uuid.uuid4(), consent=True,
+                                    link=JoinLink(external_id="same", external_session_id="session-1"))
+        return outcome.entry.value, outcome.participant.pk
 
-    threads = [threading.Thread(target=join) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == []
+    joined = at_once(join, 8)
     assert sorted(entry for entry, _ in joined) == ["joined"] + ["resumed"] * 7
     assert len({pk for _, pk in joined}) == 1
     assert Participant.objects.filter(study=study).count() == 1
@@ -365,23 +360,6 @@ def test_wrong_resume_codes_sent_in_parallel_are_checked_no_more_than_ten_times(
         return original_get(self, *args, **kwargs)
 
     monkeypatch.setattr(DatabaseCache, "get", slow_get)
-    barrier = threading.Barrier(14)
-    entries, failures = [], []
-
-    def guess():
-        try:
-            barrier.wait()
-            entries.append(enter(study, link=JoinLink(external_id="p-7"), resume_code="WRONG-GUESS").entry)
-        except Exception as exc:  # reported below
-            failures.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=guess) for _ in range(14)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == []
+    entries = at_once(lambda: enter(study, link=JoinLink(external_id="p-7"), resume_code="WRONG-GUESS").entry, 14)
     assert sorted(entry.value for entry in entries) == sorted(
         [Entry.PROOF_WRONG.value] * RESUME_MAX_FAILURES + [Entry.PROOF_LOCKED.value] * 4)
