@@ -81,36 +81,35 @@ def example_image_path(*, viewer: ImageViewer, code: uuid.UUID) -> str | None:
     return target.image if current else None
 
 
+def _condition_rows(*, participant: Participant) -> tuple[tuple[int, int], ...]:
+    """(condition id, shots) of the participant's phases in order, from the study's frozen data."""
+    if participant.consent != Participant.Consent.GIVEN:
+        return ()
+    conditions = study_frozen(study=participant.study).conditions
+    if participant.study.design == Study.Design.BETWEEN:
+        conditions = tuple(c for c in conditions if c[0] == participant.condition_id)
+    return conditions
+
+
 def participant_conditions(*, participant: Participant) -> list[Condition]:
     """The participant's phases in order: one condition between subjects, all in shot order within.
 
     From the study's frozen data (no query once cached); fresh instances each time, tied to the
     participant's own study object, so nothing shared between threads is ever changed."""
-    if participant.consent != Participant.Consent.GIVEN:
-        return []
-    study = participant.study
-    conditions = study_frozen(study=study).conditions
-    if study.design == Study.Design.BETWEEN:
-        conditions = tuple(c for c in conditions if c[0] == participant.condition_id)
     out = []
-    for condition_id, shots in conditions:
+    for condition_id, shots in _condition_rows(participant=participant):
         # `code` stays deferred: nothing on these paths reads it (it would cost a query, not a wrong value).
-        condition = Condition.from_db(None, ["id", "study_id", "shots"], [condition_id, study.pk, shots])
-        condition.study = study
+        condition = Condition.from_db(None, ["id", "study_id", "shots"], [condition_id, participant.study_id, shots])
+        condition.study = participant.study
         out.append(condition)
     return out
 
 
 def participant_current_condition_id(*, participant: Participant) -> int | None:
-    """The id of the part the participant is in now (participant_conditions()[phases_entered - 1]), from the
-    study's frozen data without building a condition; None before the first part or without consent."""
-    if participant.consent != Participant.Consent.GIVEN or participant.phases_entered == 0:
-        return None
-    study = participant.study
-    if study.design == Study.Design.BETWEEN:
-        return participant.condition_id
-    conditions = study_frozen(study=study).conditions
-    return conditions[participant.phases_entered - 1][0] if participant.phases_entered <= len(conditions) else None
+    """The id of the part the participant is in now (participant_conditions()[phases_entered - 1]) without
+    building a condition; None before the first part or without consent."""
+    rows = _condition_rows(participant=participant)
+    return rows[participant.phases_entered - 1][0] if 0 < participant.phases_entered <= len(rows) else None
 
 
 @dataclass(frozen=True)

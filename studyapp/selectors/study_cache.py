@@ -79,7 +79,8 @@ def _load(*, study: Study) -> FrozenStudy:
     }
     return FrozenStudy(conditions=conditions, choices=tuple(choices),
                        label_ids={str(index): pk for pk, index, _, _ in rows}, examples=examples,
-                       item_ids=tuple(sorted(StudyItem.objects.filter(study_id=study.pk).values_list("item_id", flat=True))))
+                       item_ids=tuple(StudyItem.objects.filter(study_id=study.pk).order_by("item_id")
+                                      .values_list("item_id", flat=True)))
 
 
 @dataclass(frozen=True)
